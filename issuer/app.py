@@ -1,0 +1,47 @@
+"""The app factory: one Litestar app over one :class:`~issuer.runtime.Runtime`. Nothing happens
+at import time; ``create_app()`` reads settings, and the lifespan starts and stops the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.exceptions import HTTPException
+
+from issuer.errors import IssuerError
+from issuer.http.responses import error_response, http_exception_response, internal_error_response
+from issuer.http.token import token
+from issuer.http.wellknown import jwks, metadata
+from issuer.runtime import Runtime
+from issuer.settings import Settings, load
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Litestar:
+    settings = settings or (runtime.settings if runtime else load())
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        live = runtime or Runtime(settings)
+        app.state.runtime = live
+        app.state.retry_after = settings.retry_after
+        await live.start()
+        try:
+            yield
+        finally:
+            await live.close()
+
+    return Litestar(
+        route_handlers=[token, jwks, metadata],
+        lifespan=[lifespan],
+        exception_handlers={
+            IssuerError: error_response,
+            HTTPException: http_exception_response,
+            Exception: internal_error_response,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )

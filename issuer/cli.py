@@ -1,0 +1,351 @@
+"""The ``issuer`` command: serve, migrate, and register clients and users.
+
+Every subcommand has ``--help``; bad input and unreachable services exit non-zero with a
+one-line ``issuer: error: ...`` on stderr. Secrets are printed once and never taken from argv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from issuer.clients import GRANT_TYPES
+from issuer.errors import TemporarilyUnavailable
+from issuer.keyring import KeyRingError
+from issuer.runtime import Runtime, SchemaOutOfDate
+from issuer.settings import SettingsError, load
+from issuer.tokens import parse_scope
+from issuer.users import PasswordPolicyError
+
+__all__ = ["main"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXPECTED = (
+    SettingsError,
+    SchemaOutOfDate,
+    TemporarilyUnavailable,
+    KeyRingError,
+    PasswordPolicyError,
+    LookupError,
+)
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def run(coroutine: Callable[P, Awaitable[R]]) -> Callable[P, R]:
+    """Run an async command; expected failures become one line and exit status 1."""
+
+    @wraps(coroutine)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return asyncio.run(coroutine(*args, **kwargs))  # type: ignore[arg-type]
+        except EXPECTED as error:
+            message = str(error)
+            if isinstance(error, TemporarilyUnavailable):
+                message = f"the database is unreachable ({error.detail})"
+            raise click.ClickException(message.splitlines()[0] if message else type(error).__name__) from None
+
+    return wrapper
+
+
+async def _runtime(*, check_schema: bool = True) -> Runtime:
+    runtime = Runtime(load())
+    if check_schema:
+        try:
+            await runtime.check_schema()
+        except BaseException:
+            await runtime.close()
+            raise
+    return runtime
+
+
+class IssuerGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as error:
+            raise click.ClickException(f"bad setting: {error}") from None
+
+
+@click.group(cls=IssuerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """issuer: an OAuth 2 token server (JWT access tokens, rotating refresh tokens).
+
+    Configuration comes from ISSUER_* environment variables; see the README.
+    """
+
+
+def _show(self: click.ClickException, file: Any = None) -> None:
+    """Every error is one line on stderr: ``issuer: error: ...`` (usage errors too)."""
+    message = self.format_message() if isinstance(self, click.UsageError) else self.message
+    command = self.ctx.command_path if isinstance(self, click.UsageError) and self.ctx else "issuer"
+    click.echo(f"{command}: error: {' '.join(message.split())}", err=True)
+
+
+click.ClickException.show = _show  # type: ignore[method-assign]
+click.UsageError.show = _show  # type: ignore[method-assign]
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log verbosity.",
+)
+def serve(host: str, port: int, log_level: str) -> None:
+    """Run the token server (HTTP) until interrupted.
+
+    On the embedded default (SQLite) the database is created or upgraded and a signing key
+    generated on first start; on PostgreSQL run `issuer db upgrade` first.
+    """
+    import logging
+
+    import uvicorn
+
+    from issuer.app import create_app
+
+    settings = load()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@run
+async def db_upgrade() -> None:
+    """Apply every pending Alembic migration to ISSUER_DATABASE_URL."""
+    from issuer import migrations
+
+    settings = load()
+    runtime = Runtime(settings)
+    try:
+        try:
+            await asyncio.to_thread(migrations.upgrade, settings.database_url)
+        except Exception as error:
+            from issuer.store.database import is_outage
+
+            if is_outage(error) or isinstance(error, OSError):
+                raise TemporarilyUnavailable(detail=type(error).__name__) from error
+            raise
+        async with runtime.db.transaction() as conn:
+            click.echo(f"database at revision {await migrations.current(conn)}")
+    finally:
+        await runtime.close()
+
+
+@main.group()
+def clients() -> None:
+    """Register and manage OAuth clients."""
+
+
+def _scope_list(raw: str) -> list[str]:
+    try:
+        scopes = parse_scope(raw)
+    except Exception:
+        raise click.BadParameter(
+            "scope tokens are printable ASCII without spaces, quotes or backslashes"
+        ) from None
+    return sorted(scopes or ())
+
+
+@clients.command("create")
+@click.option("--name", required=True, help="A human-readable name.")
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    required=True,
+    type=click.Choice(GRANT_TYPES),
+    help="A grant type the client may use (repeat the option for several).",
+)
+@click.option("--scope", default="", help='Space-separated scopes the client may ask for, e.g. "read write".')
+@click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    help="`aud` of its access tokens (repeatable; default ISSUER_DEFAULT_AUDIENCE).",
+)
+@click.option(
+    "--access-token-ttl",
+    type=click.IntRange(10, 86400),
+    default=None,
+    help="Access-token lifetime in seconds for this client (default ISSUER_ACCESS_TOKEN_TTL).",
+)
+@click.option(
+    "--can-introspect", is_flag=True, help="Allow this client to call /introspect and /revocations."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {client_id, client_secret}.")
+@run
+async def clients_create(
+    name: str,
+    grants: tuple[str, ...],
+    scope: str,
+    audiences: tuple[str, ...],
+    access_token_ttl: int | None,
+    can_introspect: bool,
+    as_json: bool,
+) -> None:
+    """Register a client and print its id and secret (the secret is shown only this once)."""
+    if not name.strip() or len(name) > 200:
+        fail("--name must be 1-200 characters")
+    scopes = _scope_list(scope) if scope.strip() else []
+    if "refresh_token" in grants and "password" not in grants:
+        fail("--grant refresh_token needs a grant that issues refresh tokens (password)")
+    for audience in audiences:
+        if not audience.strip() or " " in audience:
+            fail("--audience must be a URI without spaces")
+    runtime = await _runtime()
+    try:
+        created = await runtime.clients.create(
+            name=name.strip(),
+            grant_types=sorted(set(grants)),
+            scopes=scopes,
+            audience=list(audiences) or None,
+            access_token_ttl=access_token_ttl,
+            can_introspect=can_introspect,
+        )
+    finally:
+        await runtime.close()
+    if as_json:
+        click.echo(json.dumps({"client_id": created.client_id, "client_secret": created.client_secret}))
+    else:
+        click.echo(f"client_id:     {created.client_id}")
+        click.echo(f"client_secret: {created.client_secret}")
+        click.echo("The secret is shown only now; store it safely.", err=True)
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.option(
+    "--keep-previous",
+    type=click.IntRange(0, 90 * 86400),
+    default=7 * 86400,
+    show_default=True,
+    help="Seconds the previous secret stays valid (0: it stops working now).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {client_id, client_secret}.")
+@run
+async def clients_rotate_secret(client_id: str, keep_previous: int, as_json: bool) -> None:
+    """Give CLIENT_ID a new secret; the old one keeps working for --keep-previous seconds."""
+    runtime = await _runtime()
+    try:
+        rotated = await runtime.clients.rotate_secret(client_id, keep_previous_for=keep_previous)
+    finally:
+        await runtime.close()
+    if as_json:
+        click.echo(json.dumps({"client_id": rotated.client_id, "client_secret": rotated.client_secret}))
+    else:
+        click.echo(f"client_id:     {rotated.client_id}")
+        click.echo(f"client_secret: {rotated.client_secret}")
+        click.echo(f"The previous secret stays valid for {keep_previous} s.", err=True)
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@run
+async def clients_list(as_json: bool) -> None:
+    """List registered clients (never their secrets)."""
+    runtime = await _runtime()
+    try:
+        async with runtime.db.transaction() as conn:
+            rows = await runtime.clients.store.list(conn)
+    finally:
+        await runtime.close()
+    records = [
+        {
+            "client_id": r.client_id,
+            "name": r.name,
+            "grant_types": r.grant_types.split(),
+            "scope": r.scope,
+            "audience": r.audience,
+            "access_token_ttl": r.access_token_ttl,
+            "can_introspect": bool(r.can_introspect),
+            "disabled": r.disabled_at is not None,
+        }
+        for r in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(records))
+    else:
+        for r in records:
+            click.echo(
+                f"{r['client_id']}  {r['name']}  grants={','.join(r['grant_types'])}  scope={r['scope']!r}"
+            )
+
+
+@main.group()
+def users() -> None:
+    """Register users (resource owners) for the password grant."""
+
+
+def _read_password(confirm: bool) -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Repeat password: ") != password:
+            fail("the passwords do not match")
+        return password
+    line = sys.stdin.readline()
+    if not line:
+        fail("no password on standard input")
+    return line.rstrip("\r\n")
+
+
+@users.command("create")
+@click.option("--username", required=True, help="The login name (unique).")
+@run
+async def users_create(username: str) -> None:
+    """Create a user; the password is read from stdin (or prompted for on a TTY), never from argv."""
+    password = _read_password(confirm=True)
+    runtime = await _runtime()
+    try:
+        user_id = await runtime.users.create(username, password)
+    finally:
+        await runtime.close()
+    click.echo(f"user {username} created with subject {user_id}")
+
+
+@users.command("set-password")
+@click.option("--username", required=True, help="The login name.")
+@run
+async def users_set_password(username: str) -> None:
+    """Replace a user's password (read from stdin, or prompted for on a TTY)."""
+    password = _read_password(confirm=True)
+    runtime = await _runtime()
+    try:
+        user_id = await runtime.users.set_password(username, password)
+    finally:
+        await runtime.close()
+    click.echo(f"password of {username} ({user_id}) replaced")

@@ -1,0 +1,176 @@
+"""OAuth clients: registration, secrets and authentication (RFC 6749 2.3.1).
+
+Secrets are 256 random bits, shown once, stored as HMAC-SHA-256 under a key kept outside the
+database (:mod:`issuer.keyfiles`), and compared in constant time. A client holds up to two live
+secrets so that it can rotate: ``rotate_secret`` makes a new primary and keeps the previous one
+valid until a deadline. Records are cached in-process for ``ISSUER_CLIENT_CACHE_TTL`` seconds,
+so authentication costs one HMAC (about 4 us) on the hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from issuer.errors import InvalidClient
+from issuer.store.clients import ClientStore
+from issuer.store.database import Database
+from issuer.tokens import derive_key
+
+__all__ = ["GRANT_TYPES", "ClientDirectory", "ClientRecord", "NewClient"]
+
+GRANT_TYPES = ("client_credentials", "password", "refresh_token")
+CLIENT_ID_PREFIX = "cli_"
+SECRET_PREFIX = "ics_"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    client_id: str
+    name: str
+    grant_types: frozenset[str]
+    scopes: frozenset[str]
+    audience: tuple[str, ...]
+    access_token_ttl: int | None
+    can_introspect: bool
+    disabled: bool
+    secret_digest: bytes
+    previous_secret_digest: bytes | None
+    previous_secret_expires_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any], default_audience: str) -> ClientRecord:
+        return cls(
+            client_id=row.client_id,
+            name=row.name,
+            grant_types=frozenset(row.grant_types.split()),
+            scopes=frozenset(row.scope.split()),
+            audience=tuple(row.audience.split()) if row.audience else (default_audience,),
+            access_token_ttl=row.access_token_ttl,
+            can_introspect=bool(row.can_introspect),
+            disabled=row.disabled_at is not None,
+            secret_digest=bytes(row.secret_digest),
+            previous_secret_digest=bytes(row.previous_secret_digest) if row.previous_secret_digest else None,
+            previous_secret_expires_at=row.previous_secret_expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    client_id: str
+    client_secret: str
+
+
+class ClientDirectory:
+    """Looks clients up (with a short cache) and authenticates them."""
+
+    def __init__(
+        self,
+        db: Database,
+        hmac_key: bytes,
+        *,
+        default_audience: str,
+        cache_ttl: int,
+        store: ClientStore | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store or ClientStore()
+        self.default_audience = default_audience
+        self.cache_ttl = cache_ttl
+        self._key = derive_key(hmac_key, "client-secret/v1")
+        self._cache: dict[str, tuple[float, ClientRecord | None]] = {}
+        self._dummy = self.digest("not a secret")
+
+    def digest(self, secret: str) -> bytes:
+        return hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    async def get(self, client_id: str) -> ClientRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(client_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self.db.transaction() as conn:
+            row = await self.store.get(conn, client_id)
+        record = ClientRecord.from_row(row, self.default_audience) if row is not None else None
+        if self.cache_ttl:
+            if len(self._cache) > 10_000:
+                self._cache.clear()  # bounded: unknown ids cannot grow it without limit
+            self._cache[client_id] = (now + self.cache_ttl, record)
+        return record
+
+    def invalidate(self, client_id: str | None = None) -> None:
+        if client_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(client_id, None)
+
+    async def authenticate(self, client_id: str, secret: str, *, basic: bool) -> ClientRecord:
+        """Constant-time check of ``secret`` against the client's live secrets."""
+        record = await self.get(client_id) if len(client_id) <= 64 else None
+        presented = self.digest(secret)
+        if record is None:
+            hmac.compare_digest(presented, self._dummy)  # same work as a known client
+            raise InvalidClient(basic=basic, detail="unknown client")
+        ok = hmac.compare_digest(presented, record.secret_digest)
+        if record.previous_secret_digest is not None:
+            previous_live = (record.previous_secret_expires_at or 0) > int(time.time())
+            ok |= hmac.compare_digest(presented, record.previous_secret_digest) and previous_live
+        if not ok:
+            raise InvalidClient(basic=basic, detail="wrong secret")
+        if record.disabled:
+            raise InvalidClient(basic=basic, detail="disabled client")
+        return record
+
+    async def create(
+        self,
+        *,
+        name: str,
+        grant_types: list[str],
+        scopes: list[str],
+        audience: list[str] | None = None,
+        access_token_ttl: int | None = None,
+        can_introspect: bool = False,
+    ) -> NewClient:
+        client_id = CLIENT_ID_PREFIX + secrets.token_urlsafe(16)
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)  # 256 bits
+        now = int(time.time())
+        async with self.db.transaction() as conn:
+            await self.store.create(
+                conn,
+                client_id=client_id,
+                name=name,
+                grant_types=" ".join(grant_types),
+                scope=" ".join(scopes),
+                audience=" ".join(audience) if audience else None,
+                access_token_ttl=access_token_ttl,
+                secret_digest=self.digest(secret),
+                can_introspect=can_introspect,
+                created_at=now,
+                updated_at=now,
+            )
+        return NewClient(client_id, secret)
+
+    async def rotate_secret(self, client_id: str, *, keep_previous_for: int) -> NewClient:
+        """A new primary secret; the old one stays valid for ``keep_previous_for`` seconds (0: not at all)."""
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        now = int(time.time())
+        async with self.db.transaction() as conn:
+            row = await self.store.get(conn, client_id)
+            if row is None:
+                raise LookupError(f"no client {client_id!r}")
+            await self.store.update(
+                conn,
+                client_id,
+                secret_digest=self.digest(secret),
+                previous_secret_digest=bytes(row.secret_digest) if keep_previous_for else None,
+                previous_secret_expires_at=now + keep_previous_for if keep_previous_for else None,
+                updated_at=now,
+            )
+        self.invalidate(client_id)
+        return NewClient(client_id, secret)

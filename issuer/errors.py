@@ -1,0 +1,135 @@
+"""The one closed tree of errors a client can cause (RFC 6749 section 5.2), and outages.
+
+::
+
+    IssuerError                     status, code; public description; private detail
+    +-- OAuthError                  RFC 6749 5.2 error JSON
+    |   +-- InvalidRequest          400 invalid_request (malformed, repeated, missing parameter)
+    |   |   +-- RequestTooLarge     413 invalid_request
+    |   |   +-- UnsupportedMediaType 415 invalid_request
+    |   +-- InvalidClient           401 invalid_client (+ WWW-Authenticate when Basic was used)
+    |   +-- InvalidGrant            400 invalid_grant
+    |   +-- UnauthorizedClient      400 unauthorized_client
+    |   +-- UnsupportedGrantType    400 unsupported_grant_type
+    |   +-- InvalidScope            400 invalid_scope
+    |   +-- UnsupportedTokenType    400 unsupported_token_type (RFC 7009 2.2.1)
+    +-- TemporarilyUnavailable      503 temporarily_unavailable + Retry-After (database/Redis outage)
+
+Grants, stores and the key ring raise these; :mod:`issuer.http.errors` renders them, in one
+place. ``description`` is shown to the client; ``detail`` is for logs and never holds a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidScope",
+    "IssuerError",
+    "OAuthError",
+    "RequestTooLarge",
+    "TemporarilyUnavailable",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+    "UnsupportedMediaType",
+    "UnsupportedTokenType",
+]
+
+
+class IssuerError(Exception):
+    status: int = 500
+    code: str = "server_error"
+    default_description: str = "internal error"
+
+    def __init__(self, description: str | None = None, *, detail: str | None = None) -> None:
+        self.description = description or self.default_description
+        self.detail = detail
+        super().__init__(self.description)
+
+
+class OAuthError(IssuerError):
+    """An RFC 6749 5.2 error response."""
+
+
+class InvalidRequest(OAuthError):
+    """The request is missing a required parameter, includes an unsupported parameter value,
+    repeats a parameter, includes multiple credentials, or is otherwise malformed."""
+
+    status = 400
+    code = "invalid_request"
+    default_description = "malformed request"
+
+
+class RequestTooLarge(InvalidRequest):
+    status = 413
+    default_description = "request body too large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    default_description = "Content-Type must be application/x-www-form-urlencoded"
+
+
+class InvalidClient(OAuthError):
+    """Client authentication failed (unknown client, no client authentication included, or
+    unsupported authentication method). 401; with ``WWW-Authenticate`` when the client tried
+    HTTP Basic (RFC 6749 5.2)."""
+
+    status = 401
+    code = "invalid_client"
+    default_description = "client authentication failed"
+
+    def __init__(self, description: str | None = None, *, detail: str | None = None, basic: bool = False):
+        super().__init__(description, detail=detail)
+        self.basic = basic
+
+
+class InvalidGrant(OAuthError):
+    """The provided authorization grant (resource owner credentials) or refresh token is invalid,
+    expired, revoked, or was issued to another client."""
+
+    status = 400
+    code = "invalid_grant"
+    default_description = "the grant is invalid, expired or revoked"
+
+
+class UnauthorizedClient(OAuthError):
+    """The authenticated client is not authorized to use this grant type."""
+
+    status = 400
+    code = "unauthorized_client"
+    default_description = "the client may not use this grant type"
+
+
+class UnsupportedGrantType(OAuthError):
+    """The grant type is not supported by the authorization server."""
+
+    status = 400
+    code = "unsupported_grant_type"
+    default_description = "unsupported grant_type"
+
+
+class InvalidScope(OAuthError):
+    """The requested scope is invalid, unknown, malformed, or exceeds what was granted."""
+
+    status = 400
+    code = "invalid_scope"
+    default_description = "the requested scope is invalid or exceeds what the client may have"
+
+
+class UnsupportedTokenType(OAuthError):
+    """RFC 7009 2.2.1: the server does not support revoking this type of token."""
+
+    status = 400
+    code = "unsupported_token_type"
+    default_description = "unsupported token type"
+
+
+class TemporarilyUnavailable(IssuerError):
+    """A backing service (database, Redis) is unreachable: 503 with ``Retry-After``. Never a 500,
+    never a token that skipped a check."""
+
+    status = 503
+    code = "temporarily_unavailable"
+    default_description = "the service is temporarily unavailable, retry later"

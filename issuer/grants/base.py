@@ -1,0 +1,90 @@
+"""What every grant receives and returns; shared scope rules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from issuer.clients import ClientRecord
+from issuer.errors import InvalidScope, UnauthorizedClient
+from issuer.settings import Settings
+from issuer.store.database import Database
+from issuer.store.refresh import RefreshStore
+from issuer.tokens import AccessTokenMinter, RefreshTokens, format_scope, parse_scope
+from issuer.users import UserDirectory
+
+__all__ = ["FamilyRevoked", "GrantContext", "TokenRequest", "TokenResponse", "grant_scope"]
+
+# Called after a family was revoked for reuse: (family_id, subject, client_id, family_expires_at).
+FamilyRevoked = Callable[[str, str, str, int], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A parsed, client-authenticated token request: HTTP is already gone."""
+
+    client: ClientRecord
+    params: Mapping[str, str]
+    address: str | None
+
+    def require(self, name: str) -> str:
+        from issuer.errors import InvalidRequest
+
+        value = self.params.get(name)
+        if not value:
+            raise InvalidRequest(f"missing parameter: {name}")
+        return value
+
+
+@dataclass(slots=True)
+class GrantContext:
+    settings: Settings
+    db: Database
+    minter: AccessTokenMinter
+    refresh_tokens: RefreshTokens
+    refresh_store: RefreshStore
+    users: UserDirectory
+    on_family_revoked: list[FamilyRevoked] = field(default_factory=list)
+    clock: Callable[[], float] = time.time
+
+    def access_ttl(self, client: ClientRecord) -> int:
+        return client.access_token_ttl or self.settings.access_token_ttl
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """RFC 6749 5.1 successful response."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        }
+        if self.scope:
+            body["scope"] = self.scope
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
+
+
+def require_grant(client: ClientRecord, grant_type: str) -> None:
+    if grant_type not in client.grant_types:
+        raise UnauthorizedClient(f"this client is not registered for the {grant_type} grant")
+
+
+def grant_scope(requested: str | None, ceiling: frozenset[str]) -> str:
+    """RFC 6749 3.3: the requested scope if within ``ceiling``; absent means all of it."""
+    wanted = parse_scope(requested)
+    if wanted is None:
+        return format_scope(ceiling)
+    if not wanted <= ceiling:
+        raise InvalidScope("the requested scope exceeds what may be granted")
+    return format_scope(wanted)

@@ -1,0 +1,1 @@
+"""The HTTP edge: controllers parse and authenticate, call plain async functions, and render."""

@@ -1,0 +1,44 @@
+"""Client authentication at the token endpoint (RFC 6749 2.3.1): ``client_secret_basic`` and
+``client_secret_post``, exactly one of them per request."""
+
+from __future__ import annotations
+
+import binascii
+
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from litestar import Request
+
+from issuer.clients import ClientDirectory, ClientRecord
+from issuer.errors import InvalidClient, InvalidRequest
+
+__all__ = ["AUTH_METHODS", "authenticate_client"]
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+async def authenticate_client(
+    clients: ClientDirectory,
+    request: Request,  # type: ignore[type-arg]
+    form: dict[str, str],
+) -> ClientRecord:
+    header = request.headers.get("authorization")
+    body_id = form.pop("client_id", None)
+    body_secret = form.pop("client_secret", None)
+    if header is not None and header[:6].lower() == "basic ":
+        if body_secret is not None:
+            # RFC 6749 2.3: the client MUST NOT use more than one authentication method.
+            raise InvalidRequest("use one client authentication method, not two")
+        try:
+            client_id, secret = extract_basic_authorization({"Authorization": header})
+        except (UnicodeDecodeError, binascii.Error, ValueError):
+            client_id, secret = None, None
+        if not client_id or secret is None:
+            raise InvalidClient("malformed Basic credentials", basic=True)
+        if body_id is not None and body_id != client_id:
+            raise InvalidRequest("client_id in the body differs from the authenticated client")
+        return await clients.authenticate(client_id, secret, basic=True)
+    if header is not None:
+        raise InvalidClient("unsupported authorization scheme", basic=True)
+    if body_id is None or body_secret is None:
+        raise InvalidClient("client authentication required", basic=True)
+    return await clients.authenticate(body_id, body_secret, basic=False)

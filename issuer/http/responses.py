@@ -1,0 +1,60 @@
+"""Rendering: token and error JSON with the headers RFC 6749 5.1/5.2 require, in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from issuer.errors import InvalidClient, IssuerError, TemporarilyUnavailable
+
+__all__ = ["error_response", "http_exception_response", "internal_error_response", "json_response"]
+
+log = logging.getLogger("issuer.http")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_encode = msgspec.json.Encoder().encode
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(
+        _encode(body), status_code=status, media_type="application/json", headers=headers or NO_STORE
+    )
+
+
+def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Response[bytes]:
+    headers = dict(NO_STORE)
+    if isinstance(error, InvalidClient) and error.basic:
+        headers["WWW-Authenticate"] = 'Basic realm="issuer", charset="UTF-8"'
+    if isinstance(error, TemporarilyUnavailable):
+        retry_after = getattr(request.app.state, "retry_after", 5)
+        headers["Retry-After"] = str(retry_after)
+        log.warning("backing service unavailable", extra={"detail": error.detail, "path": request.url.path})
+    elif error.detail:
+        log.info(
+            "request refused", extra={"code": error.code, "detail": error.detail, "path": request.url.path}
+        )
+    return json_response({"error": error.code, "error_description": error.description}, error.status, headers)
+
+
+_HTTP_CODES = {413: "invalid_request", 415: "invalid_request", 405: "invalid_request", 404: "not_found"}
+
+
+def http_exception_response(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
+    """Litestar's own refusals (404, 405, 413, ...) in the same JSON shape, never a stack trace."""
+    status = error.status_code
+    code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
+    description = {413: "request body too large", 405: "method not allowed", 404: "not found"}.get(
+        status, "invalid request" if status < 500 else "internal error"
+    )
+    headers = dict(NO_STORE)
+    headers.update(error.headers or {})
+    return json_response({"error": code, "error_description": description}, status, headers)
+
+
+def internal_error_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    log.error("unhandled error", exc_info=error, extra={"path": request.url.path})
+    return json_response({"error": "server_error", "error_description": "internal error"}, 500)

@@ -1,0 +1,32 @@
+"""``POST /token`` (RFC 6749 3.2): parse, authenticate the client, dispatch to the grant registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, post
+
+from issuer.errors import InvalidRequest, UnsupportedGrantType
+from issuer.grants import REGISTRY, TokenRequest
+from issuer.http.client_auth import authenticate_client
+from issuer.http.forms import read_form
+from issuer.http.responses import json_response
+from issuer.runtime import Runtime
+
+__all__ = ["token"]
+
+
+@post("/token", status_code=200, include_in_schema=False)
+async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request)
+    grant_type = form.pop("grant_type", None)
+    if grant_type is None:
+        raise InvalidRequest("missing parameter: grant_type")
+    handler = REGISTRY.get(grant_type)
+    client = await authenticate_client(runtime.clients, request, form)
+    if handler is None:
+        raise UnsupportedGrantType(f"unsupported grant_type {grant_type[:40]!r}")
+    address = request.client.host if request.client else None
+    result = await handler(runtime.grants, TokenRequest(client, form, address))
+    return json_response(result.to_json())

@@ -1,0 +1,205 @@
+"""The key ring: signing keys, encrypted at rest, one signer and many verifiers.
+
+States (DESIGN.md, Keys): ``next`` (published in the JWKS, not yet signing), ``active``
+(signing; exactly one, enforced by a unique partial index), ``retired`` (published until its
+last token expires), then deleted. ``kid`` is the RFC 7638 thumbprint of the public JWK. The
+private part is PKCS#8 DER sealed with AES-256-GCM under the key-encryption key, the ``kid``
+and algorithm bound in as associated data, so a ciphertext cannot be moved to another row.
+
+:class:`KeyRing` is the in-process view: it reloads from the database, keeps the active key's
+decrypted signer and the rendered JWKS (RFC 7517: public members only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from joserfc.jwk import thumbprint
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from issuer.keyfiles import KeyMaterial
+from issuer.store.database import Database
+from issuer.store.tables import SigningKey
+
+__all__ = ["PRIVATE_MEMBERS", "KeyRing", "KeyRingError", "NewKey", "Signer", "generate_key", "seal", "unseal"]
+
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+T = SigningKey.__table__  # type: ignore[attr-defined]
+
+
+class KeyRingError(RuntimeError):
+    """The key ring cannot be used (no active key, wrong key-encryption key, corrupt row)."""
+
+
+def _generate_private(alg: str) -> PrivateKey:
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise KeyRingError(f"unsupported signing algorithm {alg!r}")
+
+
+def public_jwk(private_key: PrivateKey, alg: str) -> dict[str, Any]:
+    public = private_key.public_key()
+    algorithm: Any = {"ES256": ECAlgorithm, "RS256": RSAAlgorithm, "EdDSA": OKPAlgorithm}[alg]
+    jwk: dict[str, Any] = dict(algorithm.to_jwk(public, as_dict=True))
+    for member in PRIVATE_MEMBERS:
+        jwk.pop(member, None)
+    jwk["kid"] = thumbprint(jwk)
+    jwk["alg"] = alg
+    jwk["use"] = "sig"
+    return jwk
+
+
+def _aad(kid: str, alg: str) -> bytes:
+    return f"issuer signing key\x00{kid}\x00{alg}".encode()
+
+
+def seal(material: KeyMaterial, private_key: PrivateKey, kid: str, alg: str) -> bytes:
+    der = private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    nonce = os.urandom(12)
+    return nonce + AESGCM(material.kek).encrypt(nonce, der, _aad(kid, alg))
+
+
+def unseal(kek: bytes, sealed: bytes, kid: str, alg: str) -> PrivateKey:
+    try:
+        der = AESGCM(kek).decrypt(sealed[:12], sealed[12:], _aad(kid, alg))
+    except InvalidTag:
+        raise KeyRingError(
+            f"signing key {kid} cannot be decrypted: wrong key-encryption key or a tampered row"
+        ) from None
+    key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise KeyRingError(f"signing key {kid} has an unsupported type")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    kid: str
+    alg: str
+    public_jwk: dict[str, Any]
+    sealed: bytes
+
+
+def generate_key(material: KeyMaterial, alg: str) -> NewKey:
+    private = _generate_private(alg)
+    jwk = public_jwk(private, alg)
+    return NewKey(kid=jwk["kid"], alg=alg, public_jwk=jwk, sealed=seal(material, private, jwk["kid"], alg))
+
+
+def key_row(key: NewKey, material: KeyMaterial, state: str, now: int) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "alg": key.alg,
+        "state": state,
+        "public_jwk": json.dumps(key.public_jwk, sort_keys=True),
+        "private_key": key.sealed,
+        "kek_id": material.kek_id,
+        "created_at": now,
+        "state_changed_at": now,
+        "activated_at": now if state == "active" else None,
+        "retired_at": None,
+    }
+
+
+class Signer:
+    """Signs access tokens with one private key; the header carries its ``kid`` and ``typ``."""
+
+    __slots__ = ("_headers", "_key", "alg", "kid")
+
+    def __init__(self, kid: str, alg: str, key: PrivateKey) -> None:
+        self.kid = kid
+        self.alg = alg
+        self._key = key
+        self._headers = {"kid": kid, "typ": "at+jwt"}  # RFC 9068 2.1
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._key, algorithm=self.alg, headers=self._headers)
+
+
+class KeyRing:
+    """The process's view of the ring: the active signer and the published JWKS."""
+
+    def __init__(self, db: Database, material: KeyMaterial, alg: str) -> None:
+        self.db = db
+        self.material = material
+        self.alg = alg
+        self._signer: Signer | None = None
+        self.jwks: dict[str, Any] = {"keys": []}
+        self.jwks_body: bytes = b'{"keys":[]}'
+        self.jwks_etag: str = ""
+        self.fingerprint: tuple[tuple[str, str], ...] = ()
+        self.loaded_at: float = 0.0
+
+    @property
+    def signer(self) -> Signer:
+        if self._signer is None:
+            raise KeyRingError("no active signing key is loaded")
+        return self._signer
+
+    async def ensure_active(self) -> None:
+        """First start: create and activate a key when the ring has none. Safe to race."""
+        async with self.db.transaction() as conn:
+            active = (await conn.execute(select(T.c.kid).where(T.c.state == "active"))).first()
+        if active is None:
+            key = generate_key(self.material, self.alg)
+            try:
+                async with self.db.transaction() as conn:
+                    await conn.execute(
+                        insert(T).values(**key_row(key, self.material, "active", int(time.time())))
+                    )
+            except IntegrityError:
+                pass  # another instance activated one first; the unique index kept it to one
+        await self.reload()
+
+    async def reload(self) -> bool:
+        """Reread the ring; returns True when it changed. Decrypts only a newly active key."""
+        async with self.db.transaction() as conn:
+            rows = (
+                await conn.execute(
+                    select(T.c.kid, T.c.alg, T.c.state, T.c.public_jwk, T.c.private_key)
+                    .where(T.c.state.in_(("next", "active", "retired")))
+                    .order_by(T.c.created_at.desc(), T.c.kid)
+                )
+            ).all()
+        self.loaded_at = time.monotonic()
+        fingerprint = tuple((row.kid, row.state) for row in rows)
+        if fingerprint == self.fingerprint and self._signer is not None:
+            return False
+        active = [row for row in rows if row.state == "active"]
+        if not active:
+            self._signer = None  # never sign with a key the database no longer calls active
+        elif self._signer is None or self._signer.kid != active[0].kid:
+            row = active[0]
+            self._signer = Signer(
+                row.kid, row.alg, unseal(self.material.kek, row.private_key, row.kid, row.alg)
+            )
+        keys = []
+        for row in rows:
+            jwk = json.loads(row.public_jwk)
+            if PRIVATE_MEMBERS & jwk.keys():
+                raise KeyRingError(f"key {row.kid} has private members in its public JWK")
+            keys.append(jwk)
+        self.jwks = {"keys": keys}
+        self.jwks_body = json.dumps(self.jwks, separators=(",", ":"), sort_keys=True).encode()
+        self.jwks_etag = '"' + hashlib.sha256(self.jwks_body).hexdigest()[:32] + '"'
+        self.fingerprint = fingerprint
+        return True

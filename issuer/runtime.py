@@ -1,0 +1,121 @@
+"""The issuer's running parts, wired once from :class:`~issuer.settings.Settings`.
+
+Both the HTTP app and the CLI build a :class:`Runtime`; neither constructs stores or key rings of
+its own. ``start`` checks the schema (upgrading the embedded SQLite database), loads the key
+material and the key ring; ``close`` releases connections and background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from issuer import migrations
+from issuer.clients import ClientDirectory
+from issuer.grants import GrantContext
+from issuer.keyfiles import KeyMaterial, load_key_material
+from issuer.keyring import KeyRing
+from issuer.settings import Settings
+from issuer.store.audit import AuditStore
+from issuer.store.database import Database
+from issuer.store.refresh import RefreshStore
+from issuer.tokens import AccessTokenMinter, RefreshTokens
+from issuer.users import Passwords, UserDirectory
+
+__all__ = ["Runtime", "SchemaOutOfDate"]
+
+log = logging.getLogger("issuer")
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database is not at the migrations' head: run ``issuer db upgrade``."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, material: KeyMaterial | None = None) -> None:
+        self.settings = settings
+        self.material = material or load_key_material(settings)
+        self.db = Database(
+            settings.database_url, pool_size=settings.db_pool_size, retry_after=settings.retry_after
+        )
+        self.audit = AuditStore()
+        self.keyring = KeyRing(self.db, self.material, settings.signing_alg)
+        self.clients = ClientDirectory(
+            self.db,
+            self.material.hmac_key,
+            default_audience=settings.default_audience,
+            cache_ttl=settings.client_cache_ttl,
+        )
+        self.passwords = Passwords(
+            memory_kib=settings.password_hash_memory_kib,
+            time_cost=settings.password_hash_time_cost,
+            parallelism=settings.password_hash_parallelism,
+            concurrency=settings.password_hash_concurrency,
+        )
+        self.users = UserDirectory(self.db, self.passwords)
+        self.refresh_store = RefreshStore(self.audit)
+        self.grants = GrantContext(
+            settings=settings,
+            db=self.db,
+            minter=AccessTokenMinter(self.keyring, settings.url),
+            refresh_tokens=RefreshTokens(self.material.hmac_key),
+            refresh_store=self.refresh_store,
+            users=self.users,
+        )
+        # Metadata members contributed by optional endpoints (revocation, introspection, ...).
+        self.metadata_extra: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def jwks_max_age(self) -> int:
+        """How long verifiers may cache the JWKS (``Cache-Control: max-age``)."""
+        return 300
+
+    async def check_schema(self, *, upgrade_embedded: bool = True) -> None:
+        if upgrade_embedded and self.db.dialect == "sqlite":
+            await asyncio.to_thread(migrations.upgrade, self.settings.database_url)
+        async with self.db.transaction() as conn:
+            current = await migrations.current(conn)
+        if current != migrations.head():
+            raise SchemaOutOfDate(
+                f"the database schema is at {current or 'nothing'}, the issuer needs {migrations.head()}: "
+                "run `issuer db upgrade`"
+            )
+
+    async def start(self, *, serve: bool = True) -> None:
+        """Ready the runtime; with ``serve`` also the signing key and background reloads."""
+        await self.check_schema()
+        if serve:
+            await self.keyring.ensure_active()
+            self.spawn(self._reload_keys())
+
+    def spawn(self, coroutine: Awaitable[None]) -> None:
+        self._tasks.append(asyncio.ensure_future(coroutine))
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(closer)
+
+    async def _reload_keys(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.key_reload_interval)
+            try:
+                if await self.keyring.reload():
+                    log.info(
+                        "key ring reloaded", extra={"kids": [kid for kid, _ in self.keyring.fingerprint]}
+                    )
+            except Exception:  # keep serving with the ring we have; say so loudly
+                log.exception("key ring reload failed")
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for closer in reversed(self._closers):
+            await closer()
+        await self.db.close()

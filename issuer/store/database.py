@@ -1,0 +1,105 @@
+"""The database: one async SQLAlchemy engine over the SQLModel tables, and the outage boundary.
+
+``sqlite:///PATH`` runs on aiosqlite (WAL, ``BEGIN IMMEDIATE`` so that writers queue instead of
+failing), ``postgresql://`` on asyncpg. Hot paths use SQLAlchemy Core statements on
+:class:`AsyncConnection`, never an ORM session. Driver errors that mean "the database is not
+there" become :class:`issuer.errors.TemporarilyUnavailable` here, where they are caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from issuer.errors import TemporarilyUnavailable
+
+__all__ = ["Database", "async_url", "is_outage"]
+
+
+def async_url(url: str) -> str:
+    """Map the operator's URL (``sqlite:///``, ``postgresql://``) to the issuer's drivers."""
+    parsed = make_url(
+        url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+    )
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when ``error`` says the database cannot be reached, rather than that a query is wrong."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+        text = str(error.orig if isinstance(error, exc.DBAPIError) else error).lower()
+        # SQLite "database is locked" past busy_timeout is load, not an outage, but the answer is the same.
+        return "syntax" not in text and "no such" not in text
+    return isinstance(error, OSError | asyncio.TimeoutError | ConnectionError)
+
+
+class Database:
+    """Owns the engine. ``async with db.transaction() as conn`` is the only way in."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, retry_after: int = 5) -> None:
+        self.url = url
+        self.retry_after = retry_after
+        self.dialect = make_url(async_url(url)).get_backend_name()
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"timeout": 10}
+            kwargs["pool_size"] = min(pool_size, 5)
+        else:
+            kwargs["connect_args"] = {"timeout": 3, "command_timeout": 10, "server_settings": {"jit": "off"}}
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size
+            kwargs["pool_timeout"] = 5
+            kwargs["pool_pre_ping"] = False
+        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        if self.dialect == "sqlite":
+            _sqlite_pragmas(self.engine)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; commits on success, rolls back on any error; outages become 503."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (TimeoutError, exc.SQLAlchemyError, OSError) as error:
+            if is_outage(error):
+                raise TemporarilyUnavailable(detail=f"database: {type(error).__name__}") from error
+            raise
+
+    async def ping(self) -> None:
+        async with self.transaction() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, open transactions (so BEGIN IMMEDIATE below is honoured).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the lock up front: no deadlock-prone read-to-write upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,264 @@
+"""Refresh-token families and tokens: rotation is one transaction, reuse a fact the store reports.
+
+The contract with :mod:`issuer.grants.refresh_token` (RFC 9700 4.14.2, DESIGN.md):
+
+* consuming a token is a conditional ``UPDATE ... WHERE used_at IS NULL``: its row count decides
+  the one winner among concurrent presentations; the winner's successor is inserted in the same
+  transaction, and the family row is the lock that orders rotation against revocation;
+* the store tells *unknown* from *used*: a used token presented again is either the idempotent
+  replay of the immediate predecessor (inside the grace window, successor still unused: the same
+  successor comes back) or *reuse*, which revokes the family in the same transaction;
+* any error raised by the caller's ``narrow`` callback (say, a scope that grows) rolls the whole
+  transaction back: bad input loses nothing.
+
+Only SHA-256 digests of tokens are stored. Successors are derived from their predecessor with a
+keyed HMAC (:func:`issuer.tokens.successor_of`), so a replay can return the same successor without
+any token being kept in plaintext.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from issuer.store.audit import AuditStore
+from issuer.store.database import Database
+from issuer.store.tables import RefreshFamily, RefreshToken
+
+__all__ = ["Outcome", "Presentation", "RefreshStore", "Rotation"]
+
+F = RefreshFamily.__table__  # type: ignore[attr-defined]
+T = RefreshToken.__table__  # type: ignore[attr-defined]
+
+
+class _NotConsumable(Exception):
+    """Internal: the presented token is not live; classify it in a fresh transaction."""
+
+
+class Outcome(enum.Enum):
+    ROTATED = "rotated"  # the presented token was live; a new successor was issued
+    REPLAYED = "replayed"  # the immediate predecessor inside the grace window; same successor
+    REUSED = "reused"  # any other reuse: the family is now revoked
+    UNKNOWN = "unknown"
+    FOREIGN = "foreign"  # issued to another client
+    EXPIRED = "expired"
+    REVOKED = "revoked"  # the family was revoked before
+
+
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """One presentation of a refresh token: what the grant knows before the store looks."""
+
+    digest: bytes
+    successor_digest: bytes
+    client_id: str
+    address: str | None
+    now: int
+    idle_ttl: int
+    grace: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    outcome: Outcome
+    family_id: str | None = None
+    subject: str | None = None
+    scope: str | None = None  # the successor's scope
+    family_expires_at: int | None = None
+
+
+class RefreshStore:
+    def __init__(self, audit: AuditStore | None = None) -> None:
+        self.audit = audit or AuditStore()
+
+    async def start_family(
+        self,
+        conn: AsyncConnection,
+        *,
+        family_id: str,
+        client_id: str,
+        subject: str,
+        scope: str,
+        digest: bytes,
+        now: int,
+        idle_ttl: int,
+        absolute_ttl: int,
+    ) -> int:
+        """A new login: its family and first token. Returns the token's expiry."""
+        family_expires = now + absolute_ttl
+        await conn.execute(
+            insert(F).values(
+                id=family_id,
+                client_id=client_id,
+                subject=subject,
+                scope=scope,
+                created_at=now,
+                expires_at=family_expires,
+                last_used_at=now,
+            )
+        )
+        expires = min(now + idle_ttl, family_expires)
+        await conn.execute(
+            insert(T).values(
+                digest=digest,
+                family_id=family_id,
+                client_id=client_id,
+                scope=scope,
+                issued_at=now,
+                expires_at=expires,
+            )
+        )
+        return expires
+
+    async def rotate(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation:
+        """Consume the presented token and issue its successor, atomically (see the module doc)."""
+        try:
+            return await self._consume(db, p, narrow)
+        except _NotConsumable:
+            return await self._classify(db, p)
+
+    async def _consume(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation:
+        async with db.transaction() as conn:
+            consumed = (
+                await conn.execute(
+                    update(T)
+                    .where(
+                        T.c.digest == p.digest,
+                        T.c.used_at.is_(None),
+                        T.c.client_id == p.client_id,
+                        T.c.expires_at > p.now,
+                    )
+                    .values(used_at=p.now, used_from=p.address)
+                    .returning(T.c.family_id, T.c.scope)
+                )
+            ).first()
+            if consumed is not None:
+                # The family row orders us against a concurrent revocation (it locks the row).
+                family = (
+                    await conn.execute(
+                        update(F)
+                        .where(F.c.id == consumed.family_id, F.c.revoked_at.is_(None), F.c.expires_at > p.now)
+                        .values(last_used_at=p.now)
+                        .returning(F.c.subject, F.c.expires_at)
+                    )
+                ).first()
+                if family is None:
+                    raise _NotConsumable  # revoked or expired family: roll the consumption back
+                scope = narrow(consumed.scope)  # raises: the transaction rolls back, nothing lost
+                await conn.execute(
+                    insert(T).values(
+                        digest=p.successor_digest,
+                        family_id=consumed.family_id,
+                        client_id=p.client_id,
+                        scope=scope,
+                        issued_at=p.now,
+                        expires_at=min(p.now + p.idle_ttl, family.expires_at),
+                    )
+                )
+                return Rotation(Outcome.ROTATED, consumed.family_id, family.subject, scope, family.expires_at)
+        raise _NotConsumable
+
+    async def _classify(self, db: Database, p: Presentation) -> Rotation:
+        """The presented token could not be consumed: say why, and act on reuse."""
+        async with db.transaction() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        T.c.family_id,
+                        T.c.client_id,
+                        T.c.expires_at,
+                        T.c.used_at,
+                        T.c.used_from,
+                        F.c.subject,
+                        F.c.revoked_at,
+                        F.c.expires_at.label("family_expires_at"),
+                    )
+                    .join(F, F.c.id == T.c.family_id)
+                    .where(T.c.digest == p.digest)
+                )
+            ).first()
+            if row is None:
+                return Rotation(Outcome.UNKNOWN)
+            if row.client_id != p.client_id:
+                # RFC 6749 6: the token is bound to the client it was issued to. The owner's
+                # family is left alone: the presenting client proved nothing about it.
+                await self.audit.record(
+                    conn,
+                    at=p.now,
+                    event="refresh_token.foreign_client",
+                    subject=row.subject,
+                    client_id=p.client_id,
+                    family_id=row.family_id,
+                    address=p.address,
+                    owner=row.client_id,
+                )
+                return Rotation(Outcome.FOREIGN, row.family_id, row.subject)
+            if row.revoked_at is not None:
+                return Rotation(Outcome.REVOKED, row.family_id, row.subject)
+            if row.family_expires_at <= p.now:
+                return Rotation(Outcome.EXPIRED, row.family_id, row.subject)
+            if row.used_at is None:
+                return Rotation(Outcome.EXPIRED, row.family_id, row.subject)  # idle expiry
+            if p.grace and p.now - row.used_at <= p.grace:
+                successor = (
+                    await conn.execute(
+                        select(T.c.scope, T.c.used_at, T.c.expires_at).where(
+                            T.c.digest == p.successor_digest, T.c.family_id == row.family_id
+                        )
+                    )
+                ).first()
+                if successor is not None and successor.used_at is None and successor.expires_at > p.now:
+                    return Rotation(
+                        Outcome.REPLAYED, row.family_id, row.subject, successor.scope, row.family_expires_at
+                    )
+            # Reuse: revoke the whole family (RFC 9700 4.14.2) and say who presented what, when.
+            await conn.execute(
+                update(F)
+                .where(F.c.id == row.family_id, F.c.revoked_at.is_(None))
+                .values(revoked_at=p.now, revoked_reason="refresh token reuse")
+            )
+            await self.audit.record(
+                conn,
+                at=p.now,
+                event="refresh_token.reuse_detected",
+                subject=row.subject,
+                client_id=p.client_id,
+                family_id=row.family_id,
+                address=p.address,
+                first_presented_at=row.used_at,
+                first_presented_from=row.used_from,
+                reused_at=p.now,
+                reused_from=p.address,
+            )
+            return Rotation(Outcome.REUSED, row.family_id, row.subject, None, row.family_expires_at)
+
+    async def revoke_family(self, conn: AsyncConnection, family_id: str, now: int, reason: str) -> bool:
+        result = await conn.execute(
+            update(F)
+            .where(F.c.id == family_id, F.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+        )
+        return bool(result.rowcount)
+
+    async def families(
+        self,
+        conn: AsyncConnection,
+        *,
+        subject: str | None = None,
+        client_id: str | None = None,
+        live_at: int | None = None,
+    ) -> Sequence[Row[Any]]:
+        query = select(F)
+        if subject is not None:
+            query = query.where(F.c.subject == subject)
+        if client_id is not None:
+            query = query.where(F.c.client_id == client_id)
+        if live_at is not None:
+            query = query.where(F.c.revoked_at.is_(None), F.c.expires_at > live_at)
+        return (await conn.execute(query.order_by(F.c.created_at, F.c.id))).all()

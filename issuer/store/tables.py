@@ -1,0 +1,128 @@
+"""The schema: SQLModel tables, the one place every column is declared.
+
+Timestamps are integer Unix seconds (UTC), the unit of JWT ``iat``/``exp``. Secrets never
+appear: clients keep HMAC-SHA-256 digests, users argon2id hashes, refresh tokens their
+SHA-256, signing keys an AES-GCM ciphertext of the private key. Every change to this file is
+an Alembic revision in ``issuer/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, text
+from sqlmodel import Field, SQLModel
+
+__all__ = ["AuditEvent", "Client", "RefreshFamily", "RefreshToken", "SigningKey", "User", "metadata"]
+
+metadata = SQLModel.metadata
+
+
+def _ts(nullable: bool = False, index: bool = False) -> object:
+    return Field(
+        default=None if nullable else ..., sa_column=Column(BigInteger, nullable=nullable, index=index)
+    )
+
+
+class Client(SQLModel, table=True):
+    __tablename__ = "clients"
+
+    client_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    grant_types: str = Field(max_length=200)  # space-separated
+    scope: str = Field(sa_type=Text)  # space-separated scopes the client may ask for
+    audience: str | None = Field(default=None, sa_type=Text)  # space-separated; None: the default
+    access_token_ttl: int | None = Field(default=None)
+    secret_digest: bytes = Field(sa_type=LargeBinary)
+    previous_secret_digest: bytes | None = Field(default=None, sa_type=LargeBinary)
+    previous_secret_expires_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+    can_introspect: bool = Field(default=False)
+    created_at: int = _ts()  # type: ignore[assignment]
+    updated_at: int = _ts()  # type: ignore[assignment]
+    disabled_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=64)  # the stable `sub`
+    username: str = Field(max_length=200, unique=True, index=True)
+    password_hash: str = Field(max_length=400)
+    created_at: int = _ts()  # type: ignore[assignment]
+    updated_at: int = _ts()  # type: ignore[assignment]
+    disabled_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+
+
+class RefreshFamily(SQLModel, table=True):
+    """One login of one subject at one client; its id is the access tokens' ``sid``."""
+
+    __tablename__ = "refresh_families"
+    __table_args__ = (
+        Index("ix_refresh_families_subject", "subject"),
+        Index("ix_refresh_families_client", "client_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(max_length=64)
+    subject: str = Field(max_length=200)
+    scope: str = Field(sa_type=Text)  # what the login granted: the ceiling for every rotation
+    created_at: int = _ts()  # type: ignore[assignment]
+    expires_at: int = _ts()  # type: ignore[assignment]  # absolute lifetime
+    last_used_at: int = _ts()  # type: ignore[assignment]
+    revoked_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+    revoked_reason: str | None = Field(default=None, max_length=200)
+
+
+class RefreshToken(SQLModel, table=True):
+    """A refresh token's SHA-256 digest and its single-use state."""
+
+    __tablename__ = "refresh_tokens"
+
+    digest: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    family_id: str = Field(max_length=64, index=True)
+    client_id: str = Field(max_length=64)
+    scope: str = Field(sa_type=Text)
+    issued_at: int = _ts()  # type: ignore[assignment]
+    expires_at: int = _ts()  # type: ignore[assignment]  # idle expiry, never past the family's
+    used_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+    used_from: str | None = Field(default=None, max_length=100)  # address of the first presentation
+
+
+class SigningKey(SQLModel, table=True):
+    """A key of the ring: ``next`` (published), ``active`` (signs; one at a time), ``retired``."""
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (
+        # At most one active key, enforced by the database: two racing rotations cannot both win.
+        Index(
+            "uq_signing_keys_one_active",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+    )
+
+    kid: str = Field(primary_key=True, max_length=100)  # RFC 7638 thumbprint
+    alg: str = Field(max_length=20)
+    state: str = Field(max_length=20, index=True)
+    public_jwk: str = Field(sa_type=Text)  # JSON, public members only
+    private_key: bytes = Field(sa_type=LargeBinary)  # AES-256-GCM(nonce || ciphertext) of PKCS#8 DER
+    kek_id: str = Field(max_length=32)  # which key-encryption key wrapped it
+    created_at: int = _ts()  # type: ignore[assignment]
+    state_changed_at: int = _ts()  # type: ignore[assignment]
+    activated_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+    retired_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only trail of security events (reuse detected, revocations, key changes)."""
+
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: int = _ts(index=True)  # type: ignore[assignment]
+    event: str = Field(max_length=100)
+    subject: str | None = Field(default=None, max_length=200)
+    client_id: str | None = Field(default=None, max_length=64)
+    family_id: str | None = Field(default=None, max_length=64)
+    address: str | None = Field(default=None, max_length=100)
+    detail: str = Field(default="{}", sa_type=Text)  # JSON; never a token or secret

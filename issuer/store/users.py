@@ -1,0 +1,30 @@
+"""User records: Core statements over the ``users`` table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from issuer.store.tables import User
+
+__all__ = ["UserStore"]
+
+T = User.__table__  # type: ignore[attr-defined]
+
+
+class UserStore:
+    async def by_username(self, conn: AsyncConnection, username: str) -> Row[Any] | None:
+        return (await conn.execute(select(T).where(T.c.username == username))).first()
+
+    async def create(self, conn: AsyncConnection, **values: Any) -> None:
+        await conn.execute(insert(T).values(**values))
+
+    async def set_password_hash(
+        self, conn: AsyncConnection, user_id: str, password_hash: str, now: int
+    ) -> None:
+        await conn.execute(
+            update(T).where(T.c.id == user_id).values(password_hash=password_hash, updated_at=now)
+        )

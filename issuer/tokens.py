@@ -1,0 +1,126 @@
+"""Minting tokens: RFC 9068 JWT access tokens and opaque refresh tokens; scope strings.
+
+Refresh tokens are ``irt_`` + 256 random bits, base64url (the prefix lets secret scanners find
+leaked ones). Only their SHA-256 is stored. A successor is ``irt_`` + HMAC-SHA-256 of its
+predecessor under a key derived from the secret-hashing key: as unpredictable as a random token
+to anyone without that key, and recomputable by the issuer, so the idempotent replay inside the
+grace window returns the same successor without any token kept in plaintext.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from issuer.errors import InvalidScope
+from issuer.keyring import KeyRing
+
+__all__ = [
+    "REFRESH_PREFIX",
+    "AccessTokenMinter",
+    "RefreshTokens",
+    "derive_key",
+    "format_scope",
+    "parse_scope",
+]
+
+REFRESH_PREFIX = "irt_"
+_REFRESH_SHAPE = re.compile(r"irt_[A-Za-z0-9_-]{43}")
+# RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
+
+
+def derive_key(root: bytes, purpose: str) -> bytes:
+    """A 32-byte subkey of ``root`` for one purpose (HKDF-SHA-256, RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"issuer/" + purpose.encode()).derive(
+        root
+    )
+
+
+def parse_scope(raw: str | None) -> frozenset[str] | None:
+    """A requested scope string, or None when absent. Malformed: ``invalid_scope``."""
+    if raw is None:
+        return None
+    tokens = raw.split(" ")
+    if not all(_SCOPE_TOKEN.fullmatch(token) for token in tokens):
+        raise InvalidScope("scope must be space-separated scope tokens (RFC 6749 3.3)")
+    return frozenset(tokens)
+
+
+def format_scope(scopes: frozenset[str] | set[str]) -> str:
+    return " ".join(sorted(scopes))
+
+
+class RefreshTokens:
+    """Generates, digests and derives refresh tokens."""
+
+    def __init__(self, hmac_key: bytes) -> None:
+        self._successor_key = derive_key(hmac_key, "refresh-successor/v1")
+
+    @staticmethod
+    def new() -> str:
+        return REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+    @staticmethod
+    def well_formed(token: str) -> bool:
+        return _REFRESH_SHAPE.fullmatch(token) is not None
+
+    @staticmethod
+    def digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode("ascii")).digest()
+
+    def successor_of(self, token: str) -> str:
+        mac = hmac.new(self._successor_key, token.encode("ascii"), hashlib.sha256).digest()
+        return REFRESH_PREFIX + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    token: str
+    claims: dict[str, Any]
+    expires_in: int
+
+
+class AccessTokenMinter:
+    """RFC 9068 access tokens signed by the key ring's active key."""
+
+    def __init__(self, keyring: KeyRing, issuer: str) -> None:
+        self.keyring = keyring
+        self.issuer = issuer
+
+    def mint(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        audience: tuple[str, ...],
+        scope: str,
+        ttl: int,
+        sid: str | None = None,
+        now: int | None = None,
+    ) -> AccessToken:
+        issued = int(time.time()) if now is None else now
+        # RFC 9068 2.2: iss, exp, aud, sub, client_id, iat, jti are required.
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience[0] if len(audience) == 1 else list(audience),
+            "exp": issued + ttl,
+            "iat": issued,
+            "jti": secrets.token_urlsafe(16),
+            "client_id": client_id,
+        }
+        if scope:
+            claims["scope"] = scope
+        if sid is not None:
+            claims["sid"] = sid
+        return AccessToken(self.keyring.signer.sign(claims), claims, ttl)

@@ -1,0 +1,124 @@
+"""Users (resource owners) and their passwords: argon2id, off the event loop, no enumeration.
+
+The password grant is the cheapest way to burn a token server's CPU, so hashing runs in worker
+threads behind a semaphore (``ISSUER_PASSWORD_HASH_CONCURRENCY``), which also bounds memory.
+An unknown username is verified against a dummy hash made with the same parameters, so it costs
+the same time as a wrong password, and both fail with the same error text. A hash made with
+older parameters is upgraded on the next successful login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import unicodedata
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from issuer.store.database import Database
+from issuer.store.users import UserStore
+
+__all__ = ["PasswordPolicyError", "Passwords", "UserDirectory"]
+
+USER_ID_PREFIX = "usr_"
+MAX_PASSWORD_CHARS = 1024
+MIN_PASSWORD_CHARS = 8
+
+
+class PasswordPolicyError(ValueError):
+    """A new password or username does not meet the rules."""
+
+
+class Passwords:
+    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, concurrency: int) -> None:
+        self.hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self.hasher.hash, password)
+
+    def _verify(self, stored: str | None, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored or self._dummy, password) and stored is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        """``stored`` None (no such user) still costs one full verification."""
+        async with self._slots:
+            return await asyncio.to_thread(self._verify, stored, password)
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self.hasher.check_needs_rehash(stored)
+
+
+def normalize_username(username: str) -> str:
+    name = unicodedata.normalize("NFKC", username).strip()
+    if not 1 <= len(name) <= 200 or any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise PasswordPolicyError("username must be 1-200 printable characters")
+    return name
+
+
+def check_password(password: str) -> None:
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise PasswordPolicyError(f"password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters")
+
+
+class UserDirectory:
+    def __init__(self, db: Database, passwords: Passwords, store: UserStore | None = None) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.store = store or UserStore()
+
+    async def authenticate(self, username: str, password: str) -> str | None:
+        """The user's id (``sub``) when the password matches, else None; constant work either way."""
+        try:
+            name = normalize_username(username)
+        except PasswordPolicyError:
+            name = None
+        row = None
+        if name is not None:
+            async with self.db.transaction() as conn:
+                row = await self.store.by_username(conn, name)
+        usable = row is not None and row.disabled_at is None and len(password) <= MAX_PASSWORD_CHARS
+        ok = await self.passwords.verify(
+            row.password_hash if usable and row else None, password[:MAX_PASSWORD_CHARS]
+        )
+        if not ok or row is None:
+            return None
+        if self.passwords.needs_rehash(row.password_hash):
+            new_hash = await self.passwords.hash(password)
+            async with self.db.transaction() as conn:
+                await self.store.set_password_hash(conn, row.id, new_hash, int(time.time()))
+        return str(row.id)
+
+    async def create(self, username: str, password: str) -> str:
+        name = normalize_username(username)
+        check_password(password)
+        user_id = USER_ID_PREFIX + secrets.token_urlsafe(16)
+        password_hash = await self.passwords.hash(password)
+        now = int(time.time())
+        async with self.db.transaction() as conn:
+            if await self.store.by_username(conn, name) is not None:
+                raise PasswordPolicyError(f"username {name!r} is taken")
+            await self.store.create(
+                conn, id=user_id, username=name, password_hash=password_hash, created_at=now, updated_at=now
+            )
+        return user_id
+
+    async def set_password(self, username: str, password: str) -> str:
+        name = normalize_username(username)
+        check_password(password)
+        password_hash = await self.passwords.hash(password)
+        async with self.db.transaction() as conn:
+            row = await self.store.by_username(conn, name)
+            if row is None:
+                raise LookupError(f"no user {name!r}")
+            await self.store.set_password_hash(conn, row.id, password_hash, int(time.time()))
+        return str(row.id)

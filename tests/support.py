@@ -1,0 +1,176 @@
+"""Test support: real databases and real server processes, isolated per test and cleaned up.
+
+* PostgreSQL: every test that asks for it gets its own database, cloned from a migrated
+  template made once per run (``CREATE DATABASE ... TEMPLATE``), dropped afterwards.
+* SQLite: a migrated file in the test's ``tmp_path``.
+* Redis: a key prefix unique to the test (see ``redis_prefix`` in conftest).
+* Servers: ``issuer serve`` subprocesses on free loopback ports (:class:`ServerProcess`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from issuer.keyfiles import b64encode
+
+__all__ = [
+    "PG_ADMIN_URL",
+    "REDIS_URL",
+    "ServerProcess",
+    "free_port",
+    "issuer_env",
+    "pg_clone",
+    "pg_drop",
+]
+
+PG_ADMIN_URL = os.environ.get("ISSUER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("ISSUER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+ISSUER_BIN = str(Path(sys.executable).with_name("issuer"))
+
+
+def _pg_url(dbname: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+def pg_admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+
+
+def pg_create(name: str, template: str | None = None) -> str:
+    with pg_admin() as conn:
+        suffix = f" TEMPLATE {template}" if template else ""
+        conn.execute(f'CREATE DATABASE "{name}"{suffix}')  # type: ignore[arg-type]
+    return _pg_url(name)
+
+
+def pg_drop(name: str) -> None:
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def pg_clone(template: str) -> tuple[str, str]:
+    name = f"issuer_t_{os.getpid()}_{secrets.token_hex(4)}"
+    return name, pg_create(name, template)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def issuer_env(database_url: str, keys_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for an issuer process: own keys, the given database, fast password hashing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
+    env.update(
+        ISSUER_DATABASE_URL=database_url,
+        ISSUER_KEYS_DIR=str(keys_dir),
+        ISSUER_PASSWORD_HASH_MEMORY_KIB="8192",
+        ISSUER_PASSWORD_HASH_TIME_COST="1",
+    )
+    env.update(extra)
+    return env
+
+
+def test_key() -> str:
+    return b64encode(secrets.token_bytes(32))
+
+
+class ServerProcess:
+    """``issuer serve`` on a free loopback port, stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, env: dict[str, str], *, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(env)
+        self.env.setdefault("ISSUER_URL", self.url)
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+
+    def start(self, log_path: Path, timeout: float = 20.0) -> ServerProcess:
+        self.log_path = log_path
+        log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                ISSUER_BIN,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *self.args,
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(log_path.parent),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"issuer serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if (
+                    httpx.get(self.url + "/.well-known/oauth-authorization-server", timeout=1).status_code
+                    == 200
+                ):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"issuer serve did not become ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def running_server(env: dict[str, str], log_path: Path, **kwargs: Any) -> Iterator[ServerProcess]:
+    server = ServerProcess(env, **kwargs).start(log_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_cli(
+    env: dict[str, str], *args: str, input: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ISSUER_BIN, *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(cwd) if cwd else None,
+    )

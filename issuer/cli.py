@@ -349,3 +349,23 @@ async def users_set_password(username: str) -> None:
     finally:
         await runtime.close()
     click.echo(f"password of {username} ({user_id}) replaced")
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's settings table.")
+def settings_command(markdown: bool) -> None:
+    """Print every ISSUER_* setting with its default (or, without --markdown, its current value)."""
+    from issuer.settings import SPECS
+
+    if markdown:
+        click.echo("| variable | default | meaning |")
+        click.echo("|---|---|---|")
+        for spec in SPECS:
+            default = f"`{spec.default}`" if spec.default is not None else "unset"
+            click.echo(f"| `{spec.env}` | {default} | {spec.doc} |")
+        return
+    current = load()
+    for spec in SPECS:
+        value = getattr(current, spec.field)
+        shown = "(set)" if spec.field in ("key_encryption_key", "hmac_key") and value else value
+        click.echo(f"{spec.env}={'' if shown is None else shown}")

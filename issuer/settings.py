@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SPECS", "Settings", "SettingsError", "load"]
+__all__ = ["SPECS", "Settings", "SettingsError", "jwks_max_age", "load"]
 
 SIGNING_ALGS = ("ES256", "RS256", "EdDSA")
 
@@ -46,6 +46,9 @@ class Settings:
     db_pool_size: int
     retry_after: int
     key_reload_interval: int
+    key_rotation_interval: int
+    key_publish_ahead: int
+    redis_prefix: str
 
     def replace(self, **changes: Any) -> Settings:
         return validate(dataclasses.replace(self, **changes))
@@ -245,9 +248,46 @@ SPECS: tuple[Spec, ...] = (
         "ISSUER_KEY_RELOAD_INTERVAL",
         "10",
         _int("ISSUER_KEY_RELOAD_INTERVAL", 1, 3600),
-        "How often an instance rereads the key ring from the database.",
+        "How often an instance rereads the key ring from the database (with Redis it also reloads at "
+        "once on a `<prefix>keys` message).",
+    ),
+    Spec(
+        "key_rotation_interval",
+        "ISSUER_KEY_ROTATION_INTERVAL",
+        str(30 * DAY),
+        _int("ISSUER_KEY_ROTATION_INTERVAL", 3, 3650 * DAY),
+        "How long a signing key stays active before `scripts/rotate_keys.py rotate` replaces it.",
+    ),
+    Spec(
+        "key_publish_ahead",
+        "ISSUER_KEY_PUBLISH_AHEAD",
+        str(DAY),
+        _int("ISSUER_KEY_PUBLISH_AHEAD", 3, 365 * DAY),
+        "How long a `next` key is published in the JWKS before it may sign. The JWKS `max-age` is "
+        "derived from it: min(3600, (this - ISSUER_KEY_RELOAD_INTERVAL) / 2).",
+    ),
+    Spec(
+        "redis_prefix",
+        "ISSUER_REDIS_PREFIX",
+        "issuer:",
+        _str("ISSUER_REDIS_PREFIX"),
+        "Prefix of every Redis key and channel the issuer uses (several issuers may share one Redis).",
     ),
 )
+
+
+JWKS_MAX_AGE_CAP = 3600
+
+
+def jwks_max_age(settings: Settings) -> int:
+    """The JWKS ``Cache-Control: max-age``, derived from the key schedule (DESIGN.md, Keys).
+
+    A verifier may hold a JWKS fetched just before an instance reloaded the ring for max-age
+    more seconds, so a ``next`` key is safe to activate once it has been in the database for
+    max-age + reload interval. Half of what is left of the publish-ahead window after the reload
+    interval keeps that inside the window with room to spare; capped at an hour.
+    """
+    return min(JWKS_MAX_AGE_CAP, (settings.key_publish_ahead - settings.key_reload_interval) // 2)
 
 
 def validate(settings: Settings) -> Settings:
@@ -268,6 +308,17 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("ISSUER_REDIS_URL must start with redis://, rediss:// or unix://")
+    if jwks_max_age(settings) < 1:
+        raise SettingsError(
+            f"ISSUER_KEY_PUBLISH_AHEAD ({settings.key_publish_ahead}) must exceed ISSUER_KEY_RELOAD_INTERVAL "
+            f"({settings.key_reload_interval}) by at least 2 s: the JWKS max-age plus the reload interval "
+            "must fit inside the publish-ahead window"
+        )
+    if settings.key_publish_ahead >= settings.key_rotation_interval:
+        raise SettingsError(
+            f"ISSUER_KEY_PUBLISH_AHEAD ({settings.key_publish_ahead}) must be shorter than "
+            f"ISSUER_KEY_ROTATION_INTERVAL ({settings.key_rotation_interval})"
+        )
     return settings
 
 

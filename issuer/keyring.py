@@ -148,6 +148,17 @@ class KeyRing:
         self.jwks_etag: str = ""
         self.fingerprint: tuple[tuple[str, str], ...] = ()
         self.loaded_at: float = 0.0
+        # kids revoked by `scripts/rotate_keys.py revoke` whose tokens may still be unexpired:
+        # introspection and verifiers reject tokens carrying one (issuer.rotation.revoke).
+        self.revoked_kids: frozenset[str] = frozenset()
+
+    @property
+    def kids(self) -> list[str]:
+        """The published kids, newest first."""
+        return [kid for kid, state in self.fingerprint if state != "revoked"]
+
+    def is_revoked(self, kid: str) -> bool:
+        return kid in self.revoked_kids
 
     @property
     def signer(self) -> Signer:
@@ -176,7 +187,7 @@ class KeyRing:
             rows = (
                 await conn.execute(
                     select(T.c.kid, T.c.alg, T.c.state, T.c.public_jwk, T.c.private_key)
-                    .where(T.c.state.in_(("next", "active", "retired")))
+                    .where(T.c.state.in_(("next", "active", "retired", "revoked")))
                     .order_by(T.c.created_at.desc(), T.c.kid)
                 )
             ).all()
@@ -184,11 +195,14 @@ class KeyRing:
         fingerprint = tuple((row.kid, row.state) for row in rows)
         if fingerprint == self.fingerprint and self._signer is not None:
             return False
+        self.revoked_kids = frozenset(row.kid for row in rows if row.state == "revoked")
+        rows = [row for row in rows if row.state != "revoked"]
         active = [row for row in rows if row.state == "active"]
         if not active:
             self._signer = None  # never sign with a key the database no longer calls active
         elif self._signer is None or self._signer.kid != active[0].kid:
             row = active[0]
+            self._signer = None  # until the new key is decrypted: never sign with a retired one
             self._signer = Signer(
                 row.kid, row.alg, unseal(self.material.kek, row.private_key, row.kid, row.alg)
             )

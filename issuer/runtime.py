@@ -13,12 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from issuer import migrations
+from issuer import migrations, rotation
 from issuer.clients import ClientDirectory
 from issuer.grants import GrantContext
 from issuer.keyfiles import KeyMaterial, load_key_material
 from issuer.keyring import KeyRing
-from issuer.settings import Settings
+from issuer.settings import Settings, jwks_max_age
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.refresh import RefreshStore
@@ -72,8 +72,8 @@ class Runtime:
 
     @property
     def jwks_max_age(self) -> int:
-        """How long verifiers may cache the JWKS (``Cache-Control: max-age``)."""
-        return 300
+        """How long verifiers may cache the JWKS (``Cache-Control: max-age``), from the key schedule."""
+        return jwks_max_age(self.settings)
 
     async def check_schema(self, *, upgrade_embedded: bool = True) -> None:
         if upgrade_embedded and self.db.dialect == "sqlite":
@@ -92,6 +92,8 @@ class Runtime:
         if serve:
             await self.keyring.ensure_active()
             self.spawn(self._reload_keys())
+            if self.settings.redis_url:
+                self.spawn(rotation.watch(self.settings, self.keyring))  # reload on `<prefix>keys`
 
     def spawn(self, coroutine: Awaitable[None]) -> None:
         self._tasks.append(asyncio.ensure_future(coroutine))

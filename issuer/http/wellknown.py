@@ -19,9 +19,17 @@ async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
     runtime: Runtime = request.app.state.runtime
     ring = runtime.keyring
     headers = {"Cache-Control": f"public, max-age={runtime.jwks_max_age}", "ETag": ring.jwks_etag}
-    if request.headers.get("if-none-match") == ring.jwks_etag:
+    if _matches(request.headers.get("if-none-match"), ring.jwks_etag):
         return Response(b"", status_code=304, headers=headers)
     return Response(ring.jwks_body, media_type="application/json", headers=headers)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 13.1.2: ``*`` or a list of entity tags, compared weakly (a ``W/`` prefix is ignored)."""
+    if not if_none_match or not etag:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def metadata_document(runtime: Runtime) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class Settings:
     key_rotation_interval: int
     key_publish_ahead: int
     redis_prefix: str
+    denylist_fail_open: bool
+    denylist_leeway: int
 
     def replace(self, **changes: Any) -> Settings:
         return validate(dataclasses.replace(self, **changes))
@@ -78,6 +80,18 @@ def _str(name: str) -> Callable[[str], str]:
 
 def _optional(name: str) -> Callable[[str], str | None]:
     return lambda raw: raw.strip() or None
+
+
+def _bool(name: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        value = raw.strip().lower()
+        if value in ("true", "1", "yes", "on"):
+            return True
+        if value in ("false", "0", "no", "off"):
+            return False
+        raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+
+    return parse
 
 
 def _alg(raw: str) -> str:
@@ -272,6 +286,21 @@ SPECS: tuple[Spec, ...] = (
         "issuer:",
         _str("ISSUER_REDIS_PREFIX"),
         "Prefix of every Redis key and channel the issuer uses (several issuers may share one Redis).",
+    ),
+    Spec(
+        "denylist_fail_open",
+        "ISSUER_DENYLIST_FAIL_OPEN",
+        "false",
+        _bool("ISSUER_DENYLIST_FAIL_OPEN"),
+        "RISK: `true` treats tokens as not revoked while Redis is unreachable, instead of answering "
+        "503. Logged loudly at start. Leave it off unless availability matters more than revocation.",
+    ),
+    Spec(
+        "denylist_leeway",
+        "ISSUER_DENYLIST_LEEWAY",
+        "60",
+        _int("ISSUER_DENYLIST_LEEWAY", 0, 3600),
+        "Seconds a denylist entry outlives the last token it can match (verifiers' clock skew).",
     ),
 )
 

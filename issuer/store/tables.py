@@ -11,7 +11,16 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AuditEvent", "Client", "RefreshFamily", "RefreshToken", "SigningKey", "User", "metadata"]
+__all__ = [
+    "AuditEvent",
+    "Client",
+    "DenylistEntry",
+    "RefreshFamily",
+    "RefreshToken",
+    "SigningKey",
+    "User",
+    "metadata",
+]
 
 metadata = SQLModel.metadata
 
@@ -126,3 +135,20 @@ class AuditEvent(SQLModel, table=True):
     family_id: str | None = Field(default=None, max_length=64)
     address: str | None = Field(default=None, max_length=100)
     detail: str = Field(default="{}", sa_type=Text)  # JSON; never a token or secret
+
+
+class DenylistEntry(SQLModel, table=True):
+    """The durable denylist (see :mod:`issuer.denylist` for the entry kinds and matching rules).
+
+    Append-only; ``id`` is the feed cursor; rows are pruned once ``exp`` has passed.
+    """
+
+    __tablename__ = "denylist"
+    __table_args__ = (Index("ix_denylist_kind_value", "kind", "value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # jti, sid, sub, client, kid
+    value: str = Field(max_length=200)
+    at: int = _ts()  # type: ignore[assignment]  # when it was revoked
+    exp: int = _ts(index=True)  # type: ignore[assignment]  # when the entry may be forgotten
+    created_at: int = _ts(index=True)  # type: ignore[assignment]  # when the row was written

@@ -369,3 +369,8 @@ def settings_command(markdown: bool) -> None:
         value = getattr(current, spec.field)
         shown = "(set)" if spec.field in ("key_encryption_key", "hmac_key") and value else value
         click.echo(f"{spec.env}={'' if shown is None else shown}")
+
+
+from issuer.keys_cli import keys as _keys  # noqa: E402  (the operator key commands, also scripts/rotate_keys.py)
+
+main.add_command(_keys)

@@ -105,24 +105,24 @@ class ServerProcess:
 
     def start(self, log_path: Path, timeout: float = 20.0) -> ServerProcess:
         self.log_path = log_path
-        log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                ISSUER_BIN,
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                *self.args,
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=str(log_path.parent),
-        )
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    ISSUER_BIN,
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ]
+                + list(self.args),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(log_path.parent),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -116,8 +116,8 @@ class ServerProcess:
                     str(self.port),
                     "--log-level",
                     "warning",
-                ]
-                + list(self.args),
+                    *list(self.args),
+                ],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -338,6 +338,7 @@ def _forced(
         return due, pending  # a rotation is due anyway: nothing to force
     promote = [s for s in pending if s.action == "promote"]
     later = [s for s in pending if s.action not in ("promote", "create-next")]
+    due = [s for s in due if s.action != "create-next"]  # the forced key replaces the scheduled one
     if promote:
         step = promote[0]
         key = next(k for k in keys if k.kid == step.kid)

@@ -1,0 +1,289 @@
+"""The lifecycle against real SQLite and PostgreSQL: each step when due, races, revocation, re-wrapping,
+and what a database dump holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import text
+
+from issuer import rotation
+from issuer.keyfiles import KeyMaterial
+from issuer.keyring import PRIVATE_MEMBERS, KeyRing, KeyRingError, unseal
+from issuer.settings import Settings
+from issuer.store.database import Database
+from tests.conftest import make_settings
+
+T0 = 1_800_000_000
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(
+        database_url,
+        tmp_path,
+        key_rotation_interval=1000,
+        key_publish_ahead=100,
+        key_reload_interval=10,
+    )
+
+
+@pytest.fixture
+async def db(settings: Settings) -> Database:
+    database = Database(settings.database_url)
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def states(db: Database) -> dict[str, str]:
+    async with db.transaction() as conn:
+        return {k.kid: k.state for k in await rotation.load_keys(conn)}
+
+
+async def test_a_whole_cycle_step_by_step(db: Database, settings: Settings, material: KeyMaterial) -> None:
+    first = await rotation.rotate(db, material, settings, now=T0)
+    assert [s.action for s in first.done] == ["create-active"]
+    a = first.done[0].kid
+    assert (await rotation.rotate(db, material, settings, now=T0 + 899)).done == []  # nothing due
+    created = await rotation.rotate(db, material, settings, now=T0 + 900)
+    assert [s.action for s in created.done] == ["create-next"]
+    b = created.done[0].kid
+    assert await states(db) == {a: "active", b: "next"}
+    # the ring an instance serves: the next key is published, the active one signs
+    ring = KeyRing(db, material, "ES256")
+    await ring.reload()
+    assert ring.signer.kid == a and {k["kid"] for k in ring.jwks["keys"]} == {a, b}
+    assert (await rotation.rotate(db, material, settings, now=T0 + 999)).done == []
+    promoted = await rotation.rotate(db, material, settings, now=T0 + 1000)
+    assert [(s.action, s.kid) for s in promoted.done] == [("promote", b)]
+    assert await states(db) == {a: "retired", b: "active"}
+    assert await ring.reload() and ring.signer.kid == b and {k["kid"] for k in ring.jwks["keys"]} == {a, b}
+    horizon = T0 + 1000 + settings.key_reload_interval + settings.access_token_ttl + rotation.LEEWAY
+    assert all(s.kid != a for s in (await rotation.rotate(db, material, settings, now=horizon - 1)).done)
+    removed = await rotation.rotate(db, material, settings, now=horizon)
+    assert ("remove", a) in [(s.action, s.kid) for s in removed.done]
+    assert a not in await states(db)
+
+
+async def test_a_client_with_a_longer_token_lifetime_keeps_the_retired_key_longer(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO clients (client_id, name, grant_types, scope, access_token_ttl, secret_digest, "
+                "can_introspect, created_at, updated_at) VALUES ('c', 'c', 'client_credentials', '', 3600, "
+                ":d, false, 0, 0)"
+            ),
+            {"d": b"x" * 32},
+        )
+    await rotation.rotate(db, material, settings, now=T0)
+    await rotation.rotate(db, material, settings, now=T0 + 900)
+    await rotation.rotate(db, material, settings, now=T0 + 1000)
+    retired = [kid for kid, state in (await states(db)).items() if state == "retired"]
+    default_horizon = T0 + 1000 + 10 + settings.access_token_ttl + rotation.LEEWAY
+    await rotation.rotate(db, material, settings, now=default_horizon)
+    assert retired[0] in await states(db)  # a 3600 s token signed by it may still be alive
+    await rotation.rotate(db, material, settings, now=T0 + 1000 + 10 + 3600 + rotation.LEEWAY)
+    assert retired[0] not in await states(db)
+
+
+async def test_dry_run_changes_nothing(db: Database, settings: Settings, material: KeyMaterial) -> None:
+    result = await rotation.rotate(db, material, settings, dry_run=True, now=T0)
+    assert [s.action for s in result.done] == ["create-active"]
+    assert await states(db) == {}
+
+
+async def test_force_rotates_now_and_warns(db: Database, settings: Settings, material: KeyMaterial) -> None:
+    a = (await rotation.rotate(db, material, settings, now=T0)).done[0].kid
+    forced = await rotation.rotate(db, material, settings, force=True, now=T0 + 5)
+    assert [s.action for s in forced.done] == ["create-active"] and forced.warnings
+    assert (await states(db))[a] == "retired"
+    # with a next key published, --force promotes it, warning when it was published too briefly
+    await rotation.rotate(db, material, settings, now=T0 + 905)  # the forced key's schedule
+    nxt = next(kid for kid, st in (await states(db)).items() if st == "next")
+    early = await rotation.rotate(db, material, settings, force=True, now=T0 + 915)
+    assert [(s.action, s.kid) for s in early.done] == [("promote", nxt)]
+    assert "unknown kid" in early.warnings[0]
+
+
+async def test_two_rotations_started_together_perform_the_step_once(
+    settings: Settings, material: KeyMaterial
+) -> None:
+    """Each run has its own engine (as two cron jobs would); the lock makes the second see the first."""
+    dbs = [Database(settings.database_url) for _ in range(4)]
+    try:
+        await rotation.rotate(dbs[0], material, settings, now=T0)
+        results = await asyncio.gather(*(rotation.rotate(d, material, settings, now=T0 + 900) for d in dbs))
+        assert sorted(len(r.done) for r in results) == [0, 0, 0, 1]
+        assert sorted((await states(dbs[0])).values()) == ["active", "next"]
+        results = await asyncio.gather(*(rotation.rotate(d, material, settings, now=T0 + 1000) for d in dbs))
+        assert sorted(len(r.done) for r in results) == [0, 0, 0, 1]
+        assert sorted((await states(dbs[0])).values()) == ["active", "retired"]
+    finally:
+        for d in dbs:
+            await d.close()
+
+
+async def test_the_database_itself_refuses_a_second_active_key(db: Database, material: KeyMaterial) -> None:
+    ring = KeyRing(db, material, "ES256")
+    await ring.ensure_active()
+    with pytest.raises(Exception, match=r"(?i)unique|constraint"):
+        async with db.transaction() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO signing_keys (kid, alg, state, public_jwk, private_key, kek_id, created_at, "
+                    "state_changed_at) VALUES ('x', 'ES256', 'active', '{}', :p, 'k', 0, 0)"
+                ),
+                {"p": b"x"},
+            )
+
+
+async def test_revoke_takes_the_key_out_now_and_a_fresh_one_signs(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    a = (await rotation.rotate(db, material, settings, now=T0)).done[0].kid
+    ring = KeyRing(db, material, "ES256")
+    await ring.reload()
+    result = await rotation.revoke(db, material, settings, a, now=T0 + 1)
+    assert result.previous_state == "active" and result.new_active and result.new_active != a
+    assert await ring.reload()
+    assert ring.signer.kid == result.new_active
+    assert a not in ring.kids and a not in {k["kid"] for k in ring.jwks["keys"]}
+    assert ring.is_revoked(a) and not ring.is_revoked(result.new_active)
+    async with db.transaction() as conn:
+        wiped = (
+            await conn.execute(text("SELECT private_key FROM signing_keys WHERE kid = :k"), {"k": a})
+        ).scalar()
+    assert not wiped  # nothing left to steal
+    with pytest.raises(LookupError, match="already revoked"):
+        await rotation.revoke(db, material, settings, a)
+    with pytest.raises(LookupError, match="no signing key"):
+        await rotation.revoke(db, material, settings, "unknown")
+    # the revocation lasts as long as a token it signed could, then the row goes
+    horizon = T0 + 1 + settings.key_reload_interval + settings.access_token_ttl + rotation.LEEWAY
+    await rotation.rotate(db, material, settings, now=horizon - 1)
+    assert (await states(db)).get(a) == "revoked"
+    await rotation.rotate(db, material, settings, now=horizon)
+    assert a not in await states(db)
+
+
+async def test_revoking_the_active_key_promotes_the_published_next_key(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    await rotation.rotate(db, material, settings, now=T0)
+    b = (await rotation.rotate(db, material, settings, now=T0 + 900)).done[0].kid
+    a = next(k for k, s in (await states(db)).items() if s == "active")
+    result = await rotation.revoke(db, material, settings, a, now=T0 + 901)
+    assert result.new_active == b and (await states(db))[b] == "active"
+
+
+async def test_changing_the_algorithm_rotates_through_the_same_steps(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    a = (await rotation.rotate(db, material, settings, now=T0)).done[0].kid
+    rs = settings.replace(signing_alg="RS256")
+    created = await rotation.rotate(db, material, rs, now=T0 + 10)
+    assert [s.action for s in created.done] == ["create-next"]
+    b = created.done[0].kid
+    assert (await rotation.rotate(db, material, rs, now=T0 + 109)).done == []  # not published long enough
+    assert [s.kid for s in (await rotation.rotate(db, material, rs, now=T0 + 110)).done] == [b]
+    ring = KeyRing(db, material, "RS256")
+    await ring.reload()
+    assert ring.signer.alg == "RS256" and {k["alg"] for k in ring.jwks["keys"]} == {"ES256", "RS256"}
+    assert (await states(db))[a] == "retired"
+
+
+async def test_rotate_refuses_a_key_encryption_key_other_than_the_rings(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    await rotation.rotate(db, material, settings, now=T0)
+    stranger = KeyMaterial(kek=secrets.token_bytes(32), hmac_key=material.hmac_key)
+    with pytest.raises(KeyRingError, match="not the one that wrapped"):
+        await rotation.rotate(db, stranger, settings, now=T0 + 900)
+    assert len(await states(db)) == 1
+
+
+async def test_rewrap_moves_every_key_to_the_new_kek(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    await rotation.rotate(db, material, settings, now=T0)
+    await rotation.rotate(db, material, settings, now=T0 + 900)
+    new_kek = secrets.token_bytes(32)
+    assert await rotation.rewrap(db, material, new_kek) == 2
+    with pytest.raises(KeyRingError, match="cannot be decrypted"):
+        await KeyRing(db, material, "ES256").reload()  # the old KEK opens nothing any more
+    ring = KeyRing(db, KeyMaterial(kek=new_kek, hmac_key=material.hmac_key), "ES256")
+    await ring.reload()
+    assert ring.signer.sign({"sub": "x"})
+    assert await rotation.rewrap(db, material, new_kek) == 0  # a rerun finds nothing left to do
+    with pytest.raises(KeyRingError, match="cannot be decrypted"):
+        await rotation.rewrap(db, material, secrets.token_bytes(32))  # the old KEK opens nothing now
+    await ring.reload()
+    assert ring.signer.sign({"sub": "x"})  # and the failed attempt changed nothing
+
+
+async def test_the_jwks_never_holds_private_members(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    for alg in ("ES256", "RS256", "EdDSA"):
+        await rotation.rotate(db, material, settings.replace(signing_alg=alg), force=True, now=T0)
+    ring = KeyRing(db, material, "EdDSA")
+    await ring.reload()
+    assert {k["alg"] for k in ring.jwks["keys"]} == {"ES256", "RS256", "EdDSA"}
+    for jwk in json.loads(ring.jwks_body)["keys"]:
+        assert not PRIVATE_MEMBERS & jwk.keys()
+
+
+def _secrets_of(material: KeyMaterial, rows: list[tuple[str, str, bytes]]) -> list[bytes]:
+    """Every encoding of each private key an attacker could use, to look for in a dump."""
+    import base64
+
+    found: list[bytes] = []
+    for kid, alg, sealed in rows:
+        key = unseal(material.kek, sealed, kid, alg)
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        found.append(der)
+        found.append(der[-32:])  # the tail holds key bytes for EC and Ed25519
+        from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+        algorithm = {"ES256": ECAlgorithm, "RS256": RSAAlgorithm, "EdDSA": OKPAlgorithm}[alg]
+        d = algorithm.to_jwk(key, as_dict=True)["d"]
+        found.append(d.encode())
+        found.append(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+    return found
+
+
+async def test_a_database_dump_holds_no_usable_private_key(
+    database_url: str, db: Database, settings: Settings, material: KeyMaterial, tmp_path: Path
+) -> None:
+    for alg in ("ES256", "RS256", "EdDSA"):
+        await rotation.rotate(db, material, settings.replace(signing_alg=alg), force=True, now=T0)
+    async with db.transaction() as conn:
+        rows = [
+            tuple(r) for r in (await conn.execute(text("SELECT kid, alg, private_key FROM signing_keys")))
+        ]
+    assert len(rows) == 3
+    needles = _secrets_of(material, rows)  # type: ignore[arg-type]
+    if database_url.startswith("sqlite"):
+        await db.close()
+        path = Path(database_url.removeprefix("sqlite:///"))
+        dump = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))  # file, WAL, shm
+    else:
+        dump = subprocess.run(
+            ["pg_dump", "--format=plain", database_url], capture_output=True, check=True
+        ).stdout
+        # pg_dump writes bytea as hex: scan that rendering too
+        needles += [n.hex().encode() for n in needles]
+    assert b"signing_keys" in dump or b"CREATE TABLE" in dump
+    for needle in needles:
+        assert needle not in dump
+    assert b"PRIVATE KEY" not in dump

@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 
 from issuer.errors import IssuerError
 from issuer.http.responses import error_response, http_exception_response, internal_error_response
+from issuer.http.revocation import introspect, revocations, revoke
 from issuer.http.token import token
 from issuer.http.wellknown import jwks, metadata
 from issuer.runtime import Runtime
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await live.close()
 
     return Litestar(
-        route_handlers=[token, jwks, metadata],
+        route_handlers=[token, jwks, metadata, revoke, introspect, revocations],
         lifespan=[lifespan],
         exception_handlers={
             IssuerError: error_response,

@@ -374,3 +374,9 @@ def settings_command(markdown: bool) -> None:
 from issuer.keys_cli import keys as _keys  # noqa: E402  (the operator key commands, also scripts/rotate_keys.py)
 
 main.add_command(_keys)
+
+from issuer.cli_sessions import audit as _audit  # noqa: E402  (issuer audit tail)
+from issuer.cli_sessions import sessions as _sessions  # noqa: E402  (issuer sessions list|revoke)
+
+main.add_command(_sessions)
+main.add_command(_audit)

@@ -10,6 +10,7 @@
     |   +-- InvalidClient           401 invalid_client (+ WWW-Authenticate when Basic was used)
     |   +-- InvalidGrant            400 invalid_grant
     |   +-- UnauthorizedClient      400 unauthorized_client
+    |   |   +-- NotPermitted        403 unauthorized_client (introspection without --can-introspect)
     |   +-- UnsupportedGrantType    400 unsupported_grant_type
     |   +-- InvalidScope            400 invalid_scope
     |   +-- UnsupportedTokenType    400 unsupported_token_type (RFC 7009 2.2.1)
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "IssuerError",
+    "NotPermitted",
     "OAuthError",
     "RequestTooLarge",
     "TemporarilyUnavailable",
@@ -100,6 +102,14 @@ class UnauthorizedClient(OAuthError):
     status = 400
     code = "unauthorized_client"
     default_description = "the client may not use this grant type"
+
+
+class NotPermitted(UnauthorizedClient):
+    """The client authenticated but may not use this endpoint (RFC 7662 2.1: introspection is
+    for clients the server authorised; here those registered with ``--can-introspect``)."""
+
+    status = 403
+    default_description = "this client may not use this endpoint"
 
 
 class UnsupportedGrantType(OAuthError):

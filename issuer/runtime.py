@@ -15,9 +15,11 @@ from typing import Any
 
 from issuer import migrations, rotation
 from issuer.clients import ClientDirectory
+from issuer.denylist import Denylist
 from issuer.grants import GrantContext
 from issuer.keyfiles import KeyMaterial, load_key_material
 from issuer.keyring import KeyRing
+from issuer.revocation import Revocation
 from issuer.settings import Settings, jwks_max_age
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
@@ -69,6 +71,29 @@ class Runtime:
         self.metadata_extra: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.denylist = Denylist(
+            self.db,
+            redis_url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            leeway=settings.denylist_leeway,
+            fail_open=settings.denylist_fail_open,
+            default_ttl=settings.access_token_ttl,
+            audit=self.audit,
+        )
+        self.revocation = Revocation(
+            issuer=settings.url,
+            db=self.db,
+            keyring=self.keyring,
+            clients=self.clients,
+            refresh_store=self.refresh_store,
+            refresh_tokens=self.grants.refresh_tokens,
+            denylist=self.denylist,
+            audit=self.audit,
+        )
+        self.grants.on_family_revoked.append(self.revocation.on_family_revoked)
+        self.grants.session_checks.append(self.revocation.check_session)
+        self.metadata_extra.update(self.revocation.metadata(settings.url))
+        self.on_close(self.denylist.close)
 
     @property
     def jwks_max_age(self) -> int:
@@ -94,6 +119,7 @@ class Runtime:
             self.spawn(self._reload_keys())
             if self.settings.redis_url:
                 self.spawn(rotation.watch(self.settings, self.keyring))  # reload on `<prefix>keys`
+        await self.denylist.start(background=serve)  # Redis copy, reconciliation, pruning
 
     def spawn(self, coroutine: Awaitable[None]) -> None:
         self._tasks.append(asyncio.ensure_future(coroutine))

@@ -56,6 +56,8 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
     if result.outcome not in (Outcome.ROTATED, Outcome.REPLAYED):
         raise InvalidGrant(_REASONS[result.outcome], detail=f"refresh {result.outcome.value}")
     assert result.family_id and result.subject and result.scope is not None
+    for check in ctx.session_checks:  # e.g. the denylist: log-out-everywhere, a revoked client
+        await check(result.family_id, result.subject, client.client_id, result.family_created_at or now)
     ttl = ctx.access_ttl(client)
     token = ctx.minter.mint(
         subject=result.subject,

@@ -44,3 +44,11 @@ class AuditStore:
 
     async def since(self, conn: AsyncConnection, since: int = 0, limit: int = 1000) -> Sequence[Row[Any]]:
         return (await conn.execute(select(T).where(T.c.at >= since).order_by(T.c.id).limit(limit))).all()
+
+    async def latest(self, conn: AsyncConnection, limit: int = 50) -> Sequence[Row[Any]]:
+        """The last ``limit`` events, oldest first."""
+        rows = (await conn.execute(select(T).order_by(T.c.id.desc()).limit(limit))).all()
+        return rows[::-1]
+
+    async def after(self, conn: AsyncConnection, after_id: int, limit: int = 1000) -> Sequence[Row[Any]]:
+        return (await conn.execute(select(T).where(T.c.id > after_id).order_by(T.c.id).limit(limit))).all()

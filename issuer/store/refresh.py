@@ -21,12 +21,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.store import refresh_pg
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.tables import RefreshFamily, RefreshToken
@@ -71,6 +72,7 @@ class Rotation:
     subject: str | None = None
     scope: str | None = None  # the successor's scope
     family_expires_at: int | None = None
+    family_created_at: int | None = None
 
 
 class RefreshStore:
@@ -124,6 +126,8 @@ class RefreshStore:
             return await self._classify(db, p)
 
     async def _consume(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation:
+        if db.dialect == "postgresql":
+            return await self._consume_pg(db, p, narrow)
         async with db.transaction() as conn:
             consumed = (
                 await conn.execute(
@@ -145,7 +149,7 @@ class RefreshStore:
                         update(F)
                         .where(F.c.id == consumed.family_id, F.c.revoked_at.is_(None), F.c.expires_at > p.now)
                         .values(last_used_at=p.now)
-                        .returning(F.c.subject, F.c.expires_at)
+                        .returning(F.c.subject, F.c.expires_at, F.c.created_at)
                     )
                 ).first()
                 if family is None:
@@ -161,8 +165,36 @@ class RefreshStore:
                         expires_at=min(p.now + p.idle_ttl, family.expires_at),
                     )
                 )
-                return Rotation(Outcome.ROTATED, consumed.family_id, family.subject, scope, family.expires_at)
+                return Rotation(
+                    Outcome.ROTATED,
+                    consumed.family_id,
+                    family.subject,
+                    scope,
+                    family.expires_at,
+                    family.created_at,
+                )
         raise _NotConsumable
+
+    async def _consume_pg(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation:
+        """:meth:`_consume` as one statement (:mod:`issuer.store.refresh_pg`), same transaction rules."""
+        async with db.transaction() as conn:
+            row = await refresh_pg.consume(
+                conn,
+                digest=p.digest,
+                successor_digest=p.successor_digest,
+                client_id=p.client_id,
+                address=p.address,
+                now=p.now,
+                idle_ttl=p.idle_ttl,
+            )
+            if row is None or row.subject is None:
+                raise _NotConsumable  # not live, or its family is not: roll the consumption back
+            scope = narrow(row.scope)  # raises: the transaction rolls back, nothing lost
+            if scope != row.scope:
+                await refresh_pg.set_successor_scope(conn, p.successor_digest, scope)
+            return Rotation(
+                Outcome.ROTATED, row.family_id, row.subject, scope, row.expires_at, row.created_at
+            )
 
     async def _classify(self, db: Database, p: Presentation) -> Rotation:
         """The presented token could not be consumed: say why, and act on reuse."""
@@ -178,6 +210,7 @@ class RefreshStore:
                         F.c.subject,
                         F.c.revoked_at,
                         F.c.expires_at.label("family_expires_at"),
+                        F.c.created_at.label("family_created_at"),
                     )
                     .join(F, F.c.id == T.c.family_id)
                     .where(T.c.digest == p.digest)
@@ -215,7 +248,12 @@ class RefreshStore:
                 ).first()
                 if successor is not None and successor.used_at is None and successor.expires_at > p.now:
                     return Rotation(
-                        Outcome.REPLAYED, row.family_id, row.subject, successor.scope, row.family_expires_at
+                        Outcome.REPLAYED,
+                        row.family_id,
+                        row.subject,
+                        successor.scope,
+                        row.family_expires_at,
+                        row.family_created_at,
                     )
             # Reuse: revoke the whole family (RFC 9700 4.14.2) and say who presented what, when.
             await conn.execute(
@@ -237,6 +275,28 @@ class RefreshStore:
                 reused_from=p.address,
             )
             return Rotation(Outcome.REUSED, row.family_id, row.subject, None, row.family_expires_at)
+
+    async def lookup(self, conn: AsyncConnection, digest: bytes) -> Row[Any] | None:
+        """A refresh token (by digest) with its family: for introspection and revocation."""
+        row = (
+            await conn.execute(
+                select(
+                    T.c.family_id,
+                    T.c.client_id,
+                    T.c.scope,
+                    T.c.issued_at,
+                    T.c.expires_at,
+                    T.c.used_at,
+                    F.c.subject,
+                    F.c.created_at.label("family_created_at"),
+                    F.c.expires_at.label("family_expires_at"),
+                    F.c.revoked_at,
+                )
+                .join(F, F.c.id == T.c.family_id)
+                .where(T.c.digest == digest)
+            )
+        ).first()
+        return cast("Row[Any] | None", row)
 
     async def revoke_family(self, conn: AsyncConnection, family_id: str, now: int, reason: str) -> bool:
         result = await conn.execute(

@@ -1,0 +1,593 @@
+"""The denylist: revocations of access tokens that every instance and verifier sees within a second.
+
+Access tokens are verified without a lookup, so revoking one means listing it here until it
+would have expired anyway. This module is the one place that writes and reads that list; it
+knows nothing of HTTP. The wire format below is shared with resource-server verifiers
+(:mod:`issuer.verify`) and is a contract: change it only with a new prefix.
+
+Entries
+-------
+
+An entry is the JSON object ``{"kind": K, "value": V, "at": AT, "exp": EXP}``:
+
+* ``at``: integer Unix seconds of the revocation;
+* ``exp``: integer Unix seconds when the entry may be forgotten: the longest time a matching
+  token can still be valid, plus ``ISSUER_DENYLIST_LEEWAY`` (default 60 s).
+
+A token (its claims, and the ``kid`` of its JWS header) is revoked when any entry matches:
+
+=========  ==========================================================================
+kind       matches when
+=========  ==========================================================================
+``jti``    ``value == claims.jti`` (one access token)
+``sid``    ``value == claims.sid`` (every access token of one refresh family: one login)
+``sub``    ``value == claims.sub`` and ``claims.iat <= at`` (log out everywhere)
+``client`` ``value == claims.client_id`` and ``claims.iat <= at`` (a compromised client)
+``kid``    ``value ==`` the JWS header ``kid`` (every token signed by a revoked key)
+=========  ==========================================================================
+
+``iat <= at`` fails closed within the revocation second: a token issued in the same second
+as a log-out-everywhere is revoked too (a new login must wait for the next second). A token
+without ``iat`` matches every ``sub``/``client`` entry of its subject/client.
+
+Where entries live
+------------------
+
+* **Database** (the durable source of truth): table ``denylist``, one row per revocation, written
+  first, in the same transaction as its audit event; ``id`` is the feed cursor; rows are pruned
+  once ``exp`` has passed (by every running instance, once a minute).
+* **Redis** (with ``ISSUER_REDIS_URL``; ``P`` = ``ISSUER_REDIS_PREFIX``, default ``issuer:``):
+
+  - key ``P deny:KIND:VALUE`` (no spaces: ``issuer:deny:jti:abc``) holds the entry's JSON with
+    a TTL of ``exp - now``; when two revocations share a key, the later ``at`` and ``exp`` win;
+  - key ``P deny:loaded`` is a marker written after the copy is complete. Its absence means Redis
+    lost its data (restart, ``FLUSHALL``): the issuer rebuilds every key from the database
+    before it answers another check, then publishes a reset;
+  - channel ``P denylist`` carries each new entry's JSON, and ``{"kind": "reset"}`` after a
+    rebuild (a subscriber then reloads every ``P deny:*`` key).
+
+* **HTTP**: ``GET /revocations?since=CURSOR`` answers ``{"entries": [...], "next_cursor": "..."}``
+  with ``ETag`` and ``Cache-Control``, for verifiers that cannot reach Redis (client
+  authentication as for introspection). The cursor is opaque; entries may repeat across pages.
+
+Checks
+------
+
+With Redis, :meth:`Denylist.is_revoked` is one ``MGET`` of the marker and the token's five
+possible keys: it sees a revocation made on any instance as soon as that instance's write
+returned. Redis unreachable: :class:`~issuer.errors.TemporarilyUnavailable` (503), unless
+``ISSUER_DENYLIST_FAIL_OPEN=true`` (then "not revoked", a documented risk, logged loudly).
+Without Redis (the embedded default), checks read an in-process copy of the database table that
+is refreshed at most a second old, so revocations made by another process (``issuer sessions
+revoke``) apply within a second too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from issuer.errors import TemporarilyUnavailable
+from issuer.store.audit import AuditStore
+from issuer.store.database import Database
+from issuer.store.denylist import DenylistStore
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+__all__ = ["KINDS", "Denylist", "DenylistMirror", "Entry", "matches"]
+
+log = logging.getLogger("issuer.denylist")
+
+KINDS = ("jti", "sid", "sub", "client", "kid")
+_VALUE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,200}")  # printable ASCII, no quote/backslash/space
+CACHE_REFRESH = 1.0  # seconds: the in-process copy (no Redis) is never older than this
+SYNC_INTERVAL = 1.0  # seconds between the background database -> Redis reconciliations
+PRUNE_INTERVAL = 60.0
+OVERLAP = 5  # seconds: rows written this recently are re-read (commits may land out of id order)
+FEED_PAGE = 1000
+
+# Merge one entry into Redis: keep the later `at` and `exp` of the old and new entry; return the
+# stored JSON when it changed (so the caller publishes only news), nil otherwise.
+_MERGE = """
+local at = tonumber(ARGV[3])
+local exp = tonumber(ARGV[4])
+local now = tonumber(ARGV[5])
+local old = redis.call('GET', KEYS[1])
+if old then
+  local o = cjson.decode(old)
+  local oat, oexp = tonumber(o['at']), tonumber(o['exp'])
+  if oat >= at and oexp >= exp then return false end
+  if oat > at then at = oat end
+  if oexp > exp then exp = oexp end
+end
+if exp <= now then return false end
+local json = string.format('{"kind":%s,"value":%s,"at":%d,"exp":%d}',
+  cjson.encode(ARGV[1]), cjson.encode(ARGV[2]), at, exp)
+redis.call('SET', KEYS[1], json, 'EX', exp - now)
+return json
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    kind: str
+    value: str
+    at: int
+    exp: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "at": self.at, "exp": self.exp}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Entry:
+        kind, value, at, exp = data.get("kind"), data.get("value"), data.get("at"), data.get("exp")
+        if kind not in KINDS or not isinstance(value, str) or not _VALUE.fullmatch(value):
+            raise ValueError("not a denylist entry")
+        if (
+            not isinstance(at, int)
+            or not isinstance(exp, int)
+            or isinstance(at, bool)
+            or isinstance(exp, bool)
+        ):
+            raise ValueError("not a denylist entry: at/exp must be integers")
+        return cls(kind, value, at, exp)
+
+    def merge(self, other: Entry) -> Entry:
+        """The same key revoked twice: the later ``at`` covers more, the later ``exp`` lasts longer."""
+        return Entry(self.kind, self.value, max(self.at, other.at), max(self.exp, other.exp))
+
+
+def matches(entry: Entry, claims: Mapping[str, Any], header_kid: str | None) -> bool:
+    """The matching rule of the module docstring, for one entry."""
+    kind = entry.kind
+    if kind == "jti":
+        return claims.get("jti") == entry.value
+    if kind == "sid":
+        return claims.get("sid") == entry.value
+    if kind == "kid":
+        return header_kid is not None and header_kid == entry.value
+    if kind in ("sub", "client"):
+        if claims.get("sub" if kind == "sub" else "client_id") != entry.value:
+            return False
+        iat = claims.get("iat")
+        if not isinstance(iat, int | float) or isinstance(iat, bool):
+            return True  # no usable iat: fail closed
+        return iat <= entry.at  # same second as the revocation: revoked too
+    return False
+
+
+def candidate_keys(claims: Mapping[str, Any], header_kid: str | None) -> list[tuple[str, str]]:
+    """The (kind, value) pairs that could hold an entry matching these claims."""
+    pairs = [
+        ("jti", claims.get("jti")),
+        ("sid", claims.get("sid")),
+        ("sub", claims.get("sub")),
+        ("client", claims.get("client_id")),
+        ("kid", header_kid),
+    ]
+    return [(kind, value) for kind, value in pairs if isinstance(value, str) and _VALUE.fullmatch(value)]
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _redis_client(url: str) -> aioredis.Redis:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    # Fail fast: a check that cannot reach Redis must become a 503 now, not after backoffs.
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=1,
+        socket_timeout=2,
+        retry=Retry(NoBackoff(), 1),
+        decode_responses=True,
+    )
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, asyncio.TimeoutError)
+
+
+class Denylist:
+    """Writes entries (database, then Redis, then the channel) and answers "is this token revoked"."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        redis_url: str | None,
+        prefix: str = "issuer:",
+        leeway: int = 60,
+        fail_open: bool = False,
+        default_ttl: int = 300,
+        audit: AuditStore | None = None,
+        store: DenylistStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.leeway = leeway
+        self.fail_open = fail_open
+        self.default_ttl = default_ttl
+        self.audit = audit or AuditStore()
+        self.store = store or DenylistStore()
+        self.clock = clock
+        self.channel = f"{prefix}denylist"
+        self.marker = f"{prefix}deny:loaded"
+        self.redis: aioredis.Redis | None = _redis_client(redis_url) if redis_url else None
+        self._errors = _redis_errors()
+        self._merge: Any = self.redis.register_script(_MERGE) if self.redis is not None else None
+        self._rebuild_lock = asyncio.Lock()
+        self._synced_id = 0  # Redis: rows up to here were pushed by this process's reconciliation
+        self._dirty = False  # a Redis write failed: reconcile before the next answer
+        # Without Redis: the in-process copy of the table.
+        self._cache: dict[tuple[str, str], Entry] = {}
+        self._cache_id = 0
+        self._cache_at = -1e9
+        self._cache_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_open_warning = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def key(self, kind: str, value: str) -> str:
+        return f"{self.prefix}deny:{kind}:{value}"
+
+    async def start(self, *, background: bool = True) -> None:
+        """Warm the copy; with ``background``, reconcile Redis every second and prune every minute."""
+        if self.fail_open:
+            log.warning(
+                "ISSUER_DENYLIST_FAIL_OPEN=true: while Redis is unreachable, REVOKED TOKENS WILL BE "
+                "ACCEPTED (introspection and refresh answer as if nothing was revoked)"
+            )
+        if self.redis is not None:
+            try:
+                await self._sync()
+            except self._errors as error:
+                log.error("Redis unreachable at start (%s): denylist checks answer 503", type(error).__name__)
+                self._dirty = True
+        if background:
+            self._tasks.append(asyncio.ensure_future(self._maintain()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _maintain(self) -> None:
+        last_prune = 0.0
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL)
+            try:
+                if self.redis is not None:
+                    await self._sync()
+                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    await self.prune()
+            except TemporarilyUnavailable as error:
+                log.warning("denylist maintenance: database unavailable (%s)", error.detail)
+            except self._errors as error:
+                self._dirty = True
+                log.warning("denylist maintenance: Redis unavailable (%s)", type(error).__name__)
+            except Exception:
+                log.exception("denylist maintenance failed")
+
+    # ------------------------------------------------------------------ writing
+
+    async def longest_token_ttl(self, client_id: str | None = None) -> int:
+        """The longest access-token lifetime of ``client_id`` (or of any client)."""
+        async with self.db.transaction() as conn:
+            client_ttl = await self.store.longest_client_ttl(conn, client_id)
+        if client_id is not None and client_ttl is not None:
+            return client_ttl
+        return max(self.default_ttl, client_ttl or 0)
+
+    async def add(
+        self,
+        kind: str,
+        value: str,
+        at: int,
+        exp: int,
+        *,
+        reason: str,
+        actor: str | None = None,
+        subject: str | None = None,
+        client_id: str | None = None,
+        family_id: str | None = None,
+        address: str | None = None,
+    ) -> Entry:
+        """Revoke: ``exp`` is the latest time a matching token can still be valid (this adds the
+        leeway). Written to the database with an audit event, then to Redis and the channel.
+
+        A Redis failure after the database write is not an error: the entry is durable, checks
+        fail closed while Redis is down, and the reconciliation pushes it once Redis is back.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown denylist kind {kind!r}")
+        if not _VALUE.fullmatch(value):
+            raise ValueError("denylist values are 1-200 printable ASCII characters without quotes")
+        entry = Entry(kind, value, int(at), int(exp) + self.leeway)
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            await self.store.insert(conn, kind=kind, value=value, at=entry.at, exp=entry.exp, created_at=now)
+            await self.audit.record(
+                conn,
+                at=now,
+                event=f"revocation.{kind}",
+                subject=subject if subject is not None else (value if kind == "sub" else None),
+                client_id=client_id if client_id is not None else (value if kind == "client" else None),
+                family_id=family_id if family_id is not None else (value if kind == "sid" else None),
+                address=address,
+                value=value,
+                revoked_at=entry.at,
+                until=entry.exp,
+                reason=reason,
+                actor=actor,
+            )
+        self._remember(entry)
+        if self.redis is not None:
+            try:
+                stored = await self._merge(
+                    keys=[self.key(kind, value)], args=[kind, value, entry.at, entry.exp, now]
+                )
+                if stored is not None:
+                    await self.redis.publish(self.channel, stored)
+            except self._errors as error:
+                self._dirty = True
+                log.error(
+                    "denylist entry %s written to the database but not to Redis (%s); will retry",
+                    kind,
+                    type(error).__name__,
+                )
+        return entry
+
+    def _remember(self, entry: Entry) -> None:
+        key = (entry.kind, entry.value)
+        known = self._cache.get(key)
+        self._cache[key] = entry if known is None else known.merge(entry)
+
+    async def prune(self) -> int:
+        """Delete rows past their ``exp`` (nothing can match them any more)."""
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            removed = await self.store.prune(conn, now)
+        for key in [key for key, entry in self._cache.items() if entry.exp <= now]:
+            del self._cache[key]
+        return removed
+
+    # ------------------------------------------------------------------ checking
+
+    async def is_revoked(self, claims: Mapping[str, Any], header_kid: str | None = None) -> bool:
+        """True when an entry matches; :class:`TemporarilyUnavailable` when that cannot be known."""
+        wanted = candidate_keys(claims, header_kid)
+        if self.redis is None:
+            await self._refresh_cache()
+            found: Iterable[Entry] = [e for e in (self._cache.get(pair) for pair in wanted) if e is not None]
+        else:
+            try:
+                found = await self._redis_entries(wanted)
+            except self._errors as error:
+                self._dirty = True
+                if self.fail_open:
+                    if time.monotonic() - self._last_open_warning > 10:
+                        self._last_open_warning = time.monotonic()
+                        log.error("Redis unreachable; FAILING OPEN: revoked tokens are being accepted")
+                    return False
+                raise TemporarilyUnavailable(detail=f"redis: {type(error).__name__}") from error
+        return any(matches(entry, claims, header_kid) for entry in found)
+
+    async def _redis_entries(self, wanted: list[tuple[str, str]]) -> list[Entry]:
+        assert self.redis is not None
+        if self._dirty:
+            await self._sync()
+        keys = [self.marker] + [self.key(kind, value) for kind, value in wanted]
+        for _ in range(3):
+            values = await self.redis.mget(keys)
+            if values[0] is not None:
+                return [Entry.from_json(json.loads(raw)) for raw in values[1:] if raw is not None]
+            await self.rebuild()  # Redis lost its data: nothing is answered from a partial copy
+        raise TemporarilyUnavailable(detail="redis: the denylist copy keeps disappearing")
+
+    async def _refresh_cache(self) -> None:
+        if time.monotonic() - self._cache_at < CACHE_REFRESH:
+            return
+        async with self._cache_lock:
+            if time.monotonic() - self._cache_at < CACHE_REFRESH:
+                return
+            started = time.monotonic()
+            now = int(self.clock())
+            async with self.db.transaction() as conn:
+                rows = await self.store.live(
+                    conn, now=now, after_id=self._cache_id, recent_since=now - OVERLAP
+                )
+            for row in rows:
+                self._remember(Entry(row.kind, row.value, row.at, row.exp))
+                self._cache_id = max(self._cache_id, row.id)
+            self._cache_at = started
+
+    # ------------------------------------------------------------------ Redis copy
+
+    async def _sync(self) -> None:
+        """Push rows not yet known to be in Redis (and recent ones again); rebuild if the copy is gone."""
+        assert self.redis is not None
+        if await self.redis.exists(self.marker) == 0:
+            await self.rebuild()
+            return
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            rows = await self.store.live(conn, now=now, after_id=self._synced_id, recent_since=now - OVERLAP)
+        if rows:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    await self._merge(
+                        keys=[self.key(row.kind, row.value)],
+                        args=[row.kind, row.value, row.at, row.exp, now],
+                        client=pipe,
+                    )
+                stored = await pipe.execute()
+            news = [value for value in stored if value is not None]
+            if news:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for value in news:
+                        pipe.publish(self.channel, value)
+                    await pipe.execute()
+            self._synced_id = max(self._synced_id, max(row.id for row in rows))
+        self._dirty = False
+
+    async def rebuild(self) -> int:
+        """Rewrite every live entry from the database into Redis, then the marker, then a reset."""
+        assert self.redis is not None
+        async with self._rebuild_lock:
+            if await self.redis.exists(self.marker):
+                return 0  # another coroutine (or instance) just did it
+            now = int(self.clock())
+            async with self.db.transaction() as conn:
+                rows = await self.store.live(conn, now=now)
+            for start in range(0, len(rows), 1000):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for row in rows[start : start + 1000]:
+                        await self._merge(
+                            keys=[self.key(row.kind, row.value)],
+                            args=[row.kind, row.value, row.at, row.exp, now],
+                            client=pipe,
+                        )
+                    await pipe.execute()
+            await self.redis.set(self.marker, str(now))
+            await self.redis.publish(self.channel, json.dumps({"kind": "reset"}))
+            self._synced_id = max([self._synced_id, *(row.id for row in rows)])
+            self._dirty = False
+            log.warning("denylist rebuilt in Redis from the database (%d entries)", len(rows))
+            return len(rows)
+
+    # ------------------------------------------------------------------ feed
+
+    async def feed(self, since: int, *, limit: int = FEED_PAGE) -> tuple[list[Entry], int]:
+        """Live entries after cursor ``since``, and the next cursor.
+
+        The next cursor stops short of rows written in the last few seconds (a concurrent
+        transaction may still commit a smaller id), so those come again on the next page:
+        entries may repeat, never go missing. A full page always advances.
+        """
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            rows = await self.store.page(conn, after_id=since, now=now, limit=limit)
+        entries = [Entry(row.kind, row.value, row.at, row.exp) for row in rows]
+        if len(rows) >= limit:
+            return entries, int(rows[-1].id)
+        settled = [int(row.id) for row in rows if row.created_at < now - OVERLAP]
+        return entries, max([since, *settled])
+
+
+class DenylistMirror:
+    """A local copy of the Redis denylist kept current through the channel: what a verifier does.
+
+    ``start`` subscribes first and then loads every key, so no entry published in between is
+    missed; a ``reset`` message reloads every key. :meth:`is_revoked` is a dictionary lookup.
+    """
+
+    def __init__(self, redis_url: str, prefix: str = "issuer:") -> None:
+        self.redis = _redis_client(redis_url)
+        self.prefix = prefix
+        self.channel = f"{prefix}denylist"
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.received = 0
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self._listen())
+        await self._ready.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.redis.aclose()
+
+    async def _load(self) -> None:
+        found: dict[tuple[str, str], Entry] = {}
+        pattern = _glob_escape(f"{self.prefix}deny:") + "*"
+        keys = [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
+        keys = [key for key in keys if key != f"{self.prefix}deny:loaded"]
+        for start in range(0, len(keys), 1000):
+            for raw in await self.redis.mget(keys[start : start + 1000]):
+                if raw is not None:
+                    entry = Entry.from_json(json.loads(raw))
+                    found[(entry.kind, entry.value)] = entry
+        self.entries = found
+
+    def _apply(self, raw: str) -> None:
+        data = json.loads(raw)
+        if data.get("kind") == "reset":
+            return
+        entry = Entry.from_json(data)
+        known = self.entries.get((entry.kind, entry.value))
+        self.entries[(entry.kind, entry.value)] = entry if known is None else known.merge(entry)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                await self._load()
+                self._ready.set()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    if json.loads(message["data"]).get("kind") == "reset":
+                        await self._load()
+                    else:
+                        self._apply(message["data"])
+                    self.received += 1
+                    async with self._changed:
+                        self._changed.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("denylist mirror lost Redis (%s); reconnecting", type(error).__name__)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
+        """Wait until ``predicate()`` holds after a message, or ``within`` seconds."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(predicate), within)
+            except TimeoutError:
+                return predicate()
+        return True
+
+    def is_revoked(self, claims: Mapping[str, Any], header_kid: str | None = None) -> bool:
+        now = time.time()
+        for pair in candidate_keys(claims, header_kid):
+            entry = self.entries.get(pair)
+            if entry is not None and entry.exp > now and matches(entry, claims, header_kid):
+                return True
+        return False

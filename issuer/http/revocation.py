@@ -1,0 +1,86 @@
+"""``POST /revoke`` (RFC 7009), ``POST /introspect`` (RFC 7662) and the ``/revocations`` feed.
+
+Controllers only: parse the form, authenticate the client, call :mod:`issuer.revocation` or
+:mod:`issuer.denylist`, render. ``GET`` on the two POST endpoints is a 405 (Litestar's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post, route
+
+from issuer.clients import ClientRecord
+from issuer.errors import InvalidRequest, NotPermitted
+from issuer.http.client_auth import authenticate_client
+from issuer.http.forms import read_form
+from issuer.http.responses import NO_STORE, json_response
+from issuer.runtime import Runtime
+
+__all__ = ["introspect", "revocations", "revoke"]
+
+_encode = msgspec.json.Encoder().encode
+FEED_CACHE_CONTROL = "private, max-age=1"
+
+
+def _address(request: Request[Any, Any, Any]) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _introspector(
+    runtime: Runtime, request: Request[Any, Any, Any], form: dict[str, str]
+) -> ClientRecord:
+    client = await authenticate_client(runtime.clients, request, form)
+    if not client.can_introspect:
+        raise NotPermitted(
+            "this client is not registered with --can-introspect", detail="introspection refused"
+        )
+    return client
+
+
+@post("/revoke", status_code=200, include_in_schema=False)
+async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7009 2.1: any authenticated client, for its own tokens; 200 whatever the token was."""
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request)
+    client = await authenticate_client(runtime.clients, request, form)
+    token = form.get("token")
+    if token is None:
+        raise InvalidRequest("missing parameter: token")
+    await runtime.revocation.revoke(token, form.get("token_type_hint"), client, _address(request))
+    return Response(b"", status_code=200, headers=NO_STORE)
+
+
+@post("/introspect", status_code=200, include_in_schema=False)
+async def introspect(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7662 2.1: clients registered with ``--can-introspect`` only."""
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request)
+    await _introspector(runtime, request, form)
+    token = form.get("token")
+    if token is None:
+        raise InvalidRequest("missing parameter: token")
+    return json_response(await runtime.revocation.introspect(token, form.get("token_type_hint")))
+
+
+@route("/revocations", http_method=["GET", "POST"], status_code=200, include_in_schema=False)
+async def revocations(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The denylist as a feed: ``?since=CURSOR`` (GET, Basic auth) or form ``since`` (POST)."""
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request) if request.method == "POST" else {}
+    await _introspector(runtime, request, form)
+    raw = form.get("since") if request.method == "POST" else request.query_params.get("since")
+    since = 0
+    if raw:
+        if not raw.isdigit() or len(raw) > 18:
+            raise InvalidRequest("since must be a cursor returned by this feed")
+        since = int(raw)
+    entries, next_cursor = await runtime.denylist.feed(since)
+    body = _encode({"entries": [entry.to_json() for entry in entries], "next_cursor": str(next_cursor)})
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": FEED_CACHE_CONTROL, "ETag": etag, "Vary": "Authorization"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(body, status_code=200, media_type="application/json", headers=headers)

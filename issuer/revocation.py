@@ -1,0 +1,373 @@
+"""Revocation (RFC 7009), introspection (RFC 7662) and operators' session revocation.
+
+Plain async functions over the stores, the key ring and :mod:`issuer.denylist`; the HTTP layer
+(:mod:`issuer.http.revocation`) and the CLI (:mod:`issuer.cli_sessions`) only parse and render.
+
+* Revoking a refresh token revokes its whole family (the refresh tokens, in the database) and
+  denylists the family's ``sid`` (its live access tokens). Revoking an access token denylists its
+  ``jti``; its refresh family is left alone (RFC 7009 2.1 allows either).
+* A client revokes only its own tokens (RFC 7009 2.1: the server "verifies whether the token was
+  issued to the client making the revocation request"); anything else is a silent no-op, as is an
+  unknown, malformed, expired or already revoked token (RFC 7009 2.2: 200 either way).
+* Introspection answers ``{"active": false}`` and nothing else for any token that is unknown,
+  expired, revoked, denylisted, not signed by a key of our JWKS, or not ours (RFC 7662 2.2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from issuer.clients import ClientDirectory, ClientRecord
+from issuer.denylist import Denylist
+from issuer.errors import InvalidGrant
+from issuer.keyring import KeyRing
+from issuer.store.audit import AuditStore
+from issuer.store.database import Database
+from issuer.store.refresh import RefreshStore
+from issuer.store.tables import RefreshFamily
+from issuer.tokens import RefreshTokens
+
+__all__ = ["AccessTokenView", "Revocation", "SessionsRevoked"]
+
+FAMILIES = RefreshFamily.__table__  # type: ignore[attr-defined]
+CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+HINTS = ("access_token", "refresh_token")  # RFC 7009 2.1 / RFC 7662 2.1; others are ignored
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTokenView:
+    """An access token whose signature, ``typ`` and ``iss`` checked out (expiry not yet judged)."""
+
+    claims: dict[str, Any]
+    kid: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsRevoked:
+    """What an operator's revocation did: the denylist entry and the families it ended."""
+
+    kind: str
+    value: str
+    at: int
+    until: int
+    families: tuple[str, ...]
+
+
+class Revocation:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        db: Database,
+        keyring: KeyRing,
+        clients: ClientDirectory,
+        refresh_store: RefreshStore,
+        refresh_tokens: RefreshTokens,
+        denylist: Denylist,
+        audit: AuditStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.issuer = issuer
+        self.db = db
+        self.keyring = keyring
+        self.clients = clients
+        self.refresh_store = refresh_store
+        self.refresh_tokens = refresh_tokens
+        self.denylist = denylist
+        self.audit = audit
+        self.clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys_etag: str | None = None
+
+    # ------------------------------------------------------------------ reading tokens
+
+    def _published_keys(self) -> dict[str, jwt.PyJWK]:
+        if self._keys_etag != self.keyring.jwks_etag:
+            keys: dict[str, jwt.PyJWK] = {}
+            for jwk in self.keyring.jwks.get("keys", []):
+                try:
+                    keys[jwk["kid"]] = jwt.PyJWK(jwk)
+                except (jwt.PyJWTError, KeyError, ValueError):
+                    continue
+            self._keys, self._keys_etag = keys, self.keyring.jwks_etag
+        return self._keys
+
+    def read_access_token(self, token: str) -> AccessTokenView | None:
+        """Our access token (signed by a published, unrevoked key of the ring), or None."""
+        if token.count(".") != 2 or len(token) > 8192:
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or header.get("typ") != "at+jwt" or self.keyring.is_revoked(kid):
+            return None
+        key = self._published_keys().get(kid)
+        if key is None or key.algorithm_name != header.get("alg"):
+            return None
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm_name],
+                issuer=self.issuer,
+                options={
+                    "verify_exp": False,  # judged by the caller: revoke ignores, introspect says inactive
+                    "verify_aud": False,
+                    "require": ["exp", "iat", "jti", "sub", "client_id"],
+                },
+            )
+        except jwt.PyJWTError:
+            return None
+        if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
+            return None
+        return AccessTokenView(claims, kid)
+
+    async def _refresh_row(self, token: str) -> Row[Any] | None:
+        if not self.refresh_tokens.well_formed(token):
+            return None
+        async with self.db.transaction() as conn:
+            return await self.refresh_store.lookup(conn, self.refresh_tokens.digest(token))
+
+    # ------------------------------------------------------------------ RFC 7662
+
+    async def introspect(self, token: str, hint: str | None = None) -> dict[str, Any]:
+        """RFC 7662 2.2 response body for ``token``."""
+        now = int(self.clock())
+        order = (
+            ("refresh_token", "access_token")
+            if hint == "refresh_token"
+            else ("access_token", "refresh_token")
+        )
+        for kind in order:
+            if kind == "access_token":
+                view = self.read_access_token(token)
+                if view is not None:
+                    return await self._introspect_access(view, now)
+            else:
+                row = await self._refresh_row(token)
+                if row is not None:
+                    return await self._introspect_refresh(row, now)
+        return {"active": False}
+
+    async def _introspect_access(self, view: AccessTokenView, now: int) -> dict[str, Any]:
+        claims = view.claims
+        if claims["exp"] <= now or await self.denylist.is_revoked(claims, view.kid):
+            return {"active": False}
+        body: dict[str, Any] = {"active": True, "token_type": "Bearer"}
+        for name in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti"):
+            if name in claims:
+                body[name] = claims[name]
+        return body
+
+    async def _introspect_refresh(self, row: Row[Any], now: int) -> dict[str, Any]:
+        live = (
+            row.used_at is None
+            and row.revoked_at is None
+            and row.expires_at > now
+            and row.family_expires_at > now
+        )
+        if not live or await self._session_revoked(
+            row.family_id, row.subject, row.client_id, row.family_created_at
+        ):
+            return {"active": False}
+        body: dict[str, Any] = {
+            "active": True,
+            "token_type": "refresh_token",
+            "client_id": row.client_id,
+            "sub": row.subject,
+            "exp": row.expires_at,
+            "iat": row.issued_at,
+            "iss": self.issuer,
+        }
+        if row.scope:
+            body["scope"] = row.scope
+        return body
+
+    async def _session_revoked(self, family_id: str, subject: str, client_id: str, created_at: int) -> bool:
+        # The login's tokens all carry sid/sub/client_id; the family began at created_at.
+        claims = {"sid": family_id, "sub": subject, "client_id": client_id, "iat": created_at}
+        return await self.denylist.is_revoked(claims)
+
+    # ------------------------------------------------------------------ RFC 7009
+
+    async def revoke(self, token: str, hint: str | None, client: ClientRecord, address: str | None) -> str:
+        """Revoke ``token`` for ``client``; returns what happened (for logs and tests), never raises
+        for a token that is not revocable by this client (RFC 7009 2.2)."""
+        order = (
+            ("access_token", "refresh_token") if hint == "access_token" else ("refresh_token", "access_token")
+        )
+        for kind in order:
+            if kind == "refresh_token":
+                row = await self._refresh_row(token)
+                if row is not None:
+                    return await self._revoke_refresh(row, client, address)
+            else:
+                view = self.read_access_token(token)
+                if view is not None:
+                    return await self._revoke_access(view, client, address)
+        return "unknown"
+
+    async def _refuse_foreign(self, client: ClientRecord, owner: str, what: str, address: str | None) -> str:
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            await self.audit.record(
+                conn,
+                at=now,
+                event="revocation.refused_foreign_client",
+                client_id=client.client_id,
+                address=address,
+                token=what,
+                owner=owner,
+            )
+        return "foreign"
+
+    async def _revoke_refresh(self, row: Row[Any], client: ClientRecord, address: str | None) -> str:
+        if row.client_id != client.client_id:
+            return await self._refuse_foreign(client, row.client_id, "refresh_token", address)
+        revoked = await self.revoke_family(
+            row.family_id,
+            reason="refresh token revoked by its client (RFC 7009)",
+            actor=f"client:{client.client_id}",
+            address=address,
+        )
+        return "refresh_token" if revoked else "already_revoked"
+
+    async def _revoke_access(self, view: AccessTokenView, client: ClientRecord, address: str | None) -> str:
+        claims = view.claims
+        if claims.get("client_id") != client.client_id:
+            return await self._refuse_foreign(client, str(claims.get("client_id")), "access_token", address)
+        now = int(self.clock())
+        if claims["exp"] <= now:
+            return "expired"
+        await self.denylist.add(
+            "jti",
+            claims["jti"],
+            now,
+            claims["exp"],
+            reason="access token revoked by its client (RFC 7009)",
+            actor=f"client:{client.client_id}",
+            subject=claims.get("sub"),
+            client_id=client.client_id,
+            family_id=claims.get("sid"),
+            address=address,
+        )
+        return "access_token"
+
+    # ------------------------------------------------------------------ sessions
+
+    async def revoke_family(
+        self, family_id: str, *, reason: str, actor: str, address: str | None = None
+    ) -> Row[Any] | None:
+        """End one login: its refresh tokens (database) and its access tokens (``sid`` entry).
+        Returns the family when this call revoked it, None when it was unknown or already revoked."""
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            family = await self._family(conn, family_id)
+            if family is None or not await self.refresh_store.revoke_family(conn, family_id, now, reason):
+                return None
+            await self._audit_family(conn, family, now, reason, actor, address)
+        ttl = await self.denylist.longest_token_ttl(family.client_id)
+        await self.denylist.add(
+            "sid",
+            family_id,
+            now,
+            now + ttl,
+            reason=reason,
+            actor=actor,
+            subject=family.subject,
+            client_id=family.client_id,
+            address=address,
+        )
+        return family
+
+    async def _family(self, conn: AsyncConnection, family_id: str) -> Row[Any] | None:
+        return (await conn.execute(select(FAMILIES).where(FAMILIES.c.id == family_id))).first()
+
+    async def _audit_family(
+        self, conn: AsyncConnection, family: Row[Any], now: int, reason: str, actor: str, address: str | None
+    ) -> None:
+        await self.audit.record(
+            conn,
+            at=now,
+            event="revocation.family",
+            subject=family.subject,
+            client_id=family.client_id,
+            family_id=family.id,
+            address=address,
+            reason=reason,
+            actor=actor,
+        )
+
+    async def _revoke_all(
+        self, kind: str, value: str, *, subject: str | None, client_id: str | None, reason: str, actor: str
+    ) -> SessionsRevoked:
+        at = int(self.clock())
+        ttl = await self.denylist.longest_token_ttl(client_id)
+        # The denylist first: from this second on, every access token issued up to now is dead.
+        entry = await self.denylist.add(kind, value, at, at + ttl, reason=reason, actor=actor)
+        async with self.db.transaction() as conn:
+            families: Sequence[Row[Any]] = await self.refresh_store.families(
+                conn, subject=subject, client_id=client_id, live_at=at
+            )
+            ended = []
+            for family in families:
+                if await self.refresh_store.revoke_family(conn, family.id, at, reason):
+                    await self._audit_family(conn, family, at, reason, actor, None)
+                    ended.append(family.id)
+        return SessionsRevoked(kind, value, at, entry.exp, tuple(ended))
+
+    async def revoke_subject(self, subject: str, *, reason: str, actor: str) -> SessionsRevoked:
+        """Log out everywhere: every family of ``subject`` and every access token issued up to now."""
+        return await self._revoke_all(
+            "sub", subject, subject=subject, client_id=None, reason=reason, actor=actor
+        )
+
+    async def revoke_client(self, client_id: str, *, reason: str, actor: str) -> SessionsRevoked:
+        """A compromised client: every family and every access token it was issued up to now."""
+        if await self.clients.get(client_id) is None:
+            raise LookupError(f"no client {client_id!r}")
+        return await self._revoke_all(
+            "client", client_id, subject=None, client_id=client_id, reason=reason, actor=actor
+        )
+
+    # ------------------------------------------------------------------ grant hooks
+
+    async def on_family_revoked(self, family_id: str, subject: str, client_id: str, _expires_at: int) -> None:
+        """A refresh token was reused and its family revoked: kill the family's access tokens."""
+        now = int(self.clock())
+        ttl = await self.denylist.longest_token_ttl(client_id)
+        await self.denylist.add(
+            "sid",
+            family_id,
+            now,
+            now + ttl,
+            reason="refresh token reuse",
+            actor="issuer",
+            subject=subject,
+            client_id=client_id,
+        )
+
+    async def check_session(self, family_id: str, subject: str, client_id: str, created_at: int) -> None:
+        """Before a refresh issues tokens: the login must not be denylisted (``sid``, or a
+        ``sub``/``client`` entry at or after its start). Fails closed when that is unknown."""
+        if await self._session_revoked(family_id, subject, client_id, created_at):
+            raise InvalidGrant("the refresh token has been revoked", detail="refresh denylisted")
+
+    def metadata(self, base: str, auth_methods: Sequence[str] = CLIENT_AUTH_METHODS) -> dict[str, Any]:
+        """RFC 8414 members for the two endpoints (client authentication as at /token)."""
+        return {
+            "revocation_endpoint": f"{base}/revoke",
+            "revocation_endpoint_auth_methods_supported": list(auth_methods),
+            "introspection_endpoint": f"{base}/introspect",
+            "introspection_endpoint_auth_methods_supported": list(auth_methods),
+        }

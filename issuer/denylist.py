@@ -219,8 +219,10 @@ class Denylist:
         audit: AuditStore | None = None,
         store: DenylistStore | None = None,
         clock: Callable[[], float] = time.time,
+        cache_refresh: float = CACHE_REFRESH,
     ) -> None:
         self.db = db
+        self.cache_refresh = cache_refresh
         self.redis_url = redis_url
         self.prefix = prefix
         self.leeway = leeway
@@ -411,10 +413,10 @@ class Denylist:
         raise TemporarilyUnavailable(detail="redis: the denylist copy keeps disappearing")
 
     async def _refresh_cache(self) -> None:
-        if time.monotonic() - self._cache_at < CACHE_REFRESH:
+        if time.monotonic() - self._cache_at < self.cache_refresh:
             return
         async with self._cache_lock:
-            if time.monotonic() - self._cache_at < CACHE_REFRESH:
+            if time.monotonic() - self._cache_at < self.cache_refresh:
                 return
             started = time.monotonic()
             now = int(self.clock())

@@ -1,0 +1,3 @@
+from tests.verify.conftest import any_issuer
+
+__all__ = ["any_issuer"]

@@ -105,10 +105,7 @@ async def test_replay_after_the_grace_window_is_reuse_and_revokes_the_family(run
             )  # type: ignore[attr-defined]
         ).all()
     assert len(events) == 1 and events[0].family_id == family
-    assert (
-        '"first_presented_at":%d' % NOW in events[0].detail
-        and '"reused_at":%d' % (NOW + 11) in events[0].detail
-    )
+    assert f'"first_presented_at":{NOW}' in events[0].detail and f'"reused_at":{NOW + 11}' in events[0].detail
 
 
 async def test_grace_zero_makes_every_replay_reuse(runtime: Runtime) -> None:
@@ -136,7 +133,7 @@ async def test_an_older_token_is_reuse(runtime: Runtime) -> None:
 
 
 async def test_another_clients_presentation_is_foreign_and_consumes_nothing(runtime: Runtime) -> None:
-    family, token = await login(runtime)
+    _, token = await login(runtime)
     assert (await rotate(runtime, token, now=NOW, client_id="cli_b")).outcome is Outcome.FOREIGN
     assert (await rotate(runtime, token, now=NOW + 1)).outcome is Outcome.ROTATED
 

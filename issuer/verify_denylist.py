@@ -234,6 +234,7 @@ class RedisDenylist(_ThreadedFeed):
         reconnect_delay: float = 0.5,
         max_staleness: float | None = 10.0,
         fail_open: bool = False,
+        client_name: str = "issuer-verify-denylist",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(max_staleness=max_staleness, fail_open=fail_open, clock=clock)
@@ -242,12 +243,15 @@ class RedisDenylist(_ThreadedFeed):
         self.channel = f"{prefix}denylist"
         self.heartbeat = heartbeat
         self.reconnect_delay = reconnect_delay
-        self.client_name = "issuer-verify-denylist"
+        self.client_name = client_name
 
     def _full_load(self, client: redis.Redis) -> None:
         pattern = _glob_escape(self.prefix) + "deny:*"
         batch: list[bytes] = []
+        entry_keys = tuple(f"{self.prefix}deny:{kind}:".encode() for kind in KINDS)
         for key in client.scan_iter(match=pattern, count=1000):
+            if not key.startswith(entry_keys):
+                continue  # e.g. the issuer's "deny:loaded" marker
             batch.append(key)
             if len(batch) >= 500:
                 self.merge(v for v in client.mget(batch) if v is not None)

@@ -1,0 +1,223 @@
+"""Key rotation as the world sees it: real ``issuer serve`` processes, a resource server that caches
+the JWKS exactly as long as it is told, PyJWT's ``PyJWKClient``, and the rotation script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from issuer import rotation
+from issuer.keyfiles import KeyMaterial
+from issuer.keyring import PRIVATE_MEMBERS
+from issuer.settings import load
+from issuer.store.database import Database
+from tests import support
+
+SCRIPT = str(support.ROOT / "scripts" / "rotate_keys.py")
+JWKS = "/.well-known/jwks.json"
+
+
+def register(env: dict[str, str]) -> tuple[str, str]:
+    result = support.run_cli(
+        env, "clients", "create", "--json", "--name", "api", "--grant", "client_credentials"
+    )
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    return created["client_id"], created["client_secret"]
+
+
+def issue(url: str, auth: tuple[str, str]) -> str:
+    response = httpx.post(url + "/token", data={"grant_type": "client_credentials"}, auth=auth, timeout=10)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
+def test_each_algorithm_end_to_end_with_pyjwkclient(
+    alg: str, sqlite_url: str, tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    env = support.issuer_env(sqlite_url, tmp_path / "keys", ISSUER_SIGNING_ALG=alg, **key_env)
+    with support.running_server(env, tmp_path / "server.log") as server:
+        auth = register(env)
+        token = issue(server.url, auth)
+        header = jwt.get_unverified_header(token)
+        assert header["alg"] == alg and header["typ"] == "at+jwt"
+        signing_key = jwt.PyJWKClient(server.url + JWKS).get_signing_key_from_jwt(token)
+        claims = jwt.decode(token, signing_key.key, algorithms=[alg], audience=server.url, issuer=server.url)
+        assert claims["client_id"] == auth[0]
+        published = httpx.get(server.url + JWKS).json()["keys"]
+        assert [k["kid"] for k in published] == [header["kid"]]
+        assert all(not PRIVATE_MEMBERS & k.keys() for k in published)
+        # the kid is the RFC 7638 thumbprint of the published key
+        from joserfc.jwk import thumbprint
+
+        assert (
+            thumbprint({k: v for k, v in published[0].items() if k not in ("kid", "alg", "use")})
+            == header["kid"]
+        )
+
+
+def test_jwks_cache_headers_and_conditional_requests(
+    sqlite_url: str, tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    env = support.issuer_env(
+        sqlite_url,
+        tmp_path / "keys",
+        ISSUER_KEY_PUBLISH_AHEAD="50",
+        ISSUER_KEY_RELOAD_INTERVAL="1",
+        ISSUER_KEY_ROTATION_INTERVAL="600",
+        **key_env,
+    )
+    with support.running_server(env, tmp_path / "server.log") as server:
+        first = httpx.get(server.url + JWKS)
+        assert first.status_code == 200
+        assert first.headers["cache-control"] == "public, max-age=24"  # (50 - 1) // 2
+        etag = first.headers["etag"]
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            cached = httpx.get(server.url + JWKS, headers={"If-None-Match": header})
+            assert cached.status_code == 304 and cached.content == b"", header
+            assert cached.headers["etag"] == etag and "max-age=24" in cached.headers["cache-control"]
+        assert httpx.get(server.url + JWKS, headers={"If-None-Match": '"stale"'}).status_code == 200
+        # a rotation step publishes a new key: the old ETag no longer matches
+        step = subprocess.run(
+            [sys.executable, SCRIPT, "rotate", "--force"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert step.returncode == 0, step.stderr
+        deadline = time.monotonic() + 15
+        while httpx.get(server.url + JWKS, headers={"If-None-Match": etag}).status_code == 304:
+            assert time.monotonic() < deadline, "the server never reloaded the key ring"
+            time.sleep(0.2)
+        assert len(httpx.get(server.url + JWKS).json()["keys"]) == 2
+
+
+class CachingResourceServer:
+    """Verifies with a JWKS it caches for exactly the advertised max-age and never refetches early:
+    an unknown kid here means the issuer broke its promise."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.keys: dict[str, Any] = {}
+        self.expires = 0.0
+        self.fetches = 0
+
+    def _jwks(self) -> dict[str, Any]:
+        if time.monotonic() >= self.expires:
+            response = httpx.get(self.url + JWKS, timeout=10)
+            max_age = int(response.headers["cache-control"].split("max-age=")[1])
+            self.keys = {k["kid"]: jwt.PyJWK(k) for k in response.json()["keys"]}
+            self.expires = time.monotonic() + max_age
+            self.fetches += 1
+        return self.keys
+
+    def verify(self, token: str) -> dict[str, Any]:
+        kid = kid_of(token)
+        keys = self._jwks()
+        assert kid in keys, f"unknown kid {kid}: the issuer signed with a key this verifier could not know"
+        key = keys[kid]
+        return jwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=self.url, issuer=self.url)
+
+
+async def test_a_full_rotation_cycle_never_shows_a_verifier_an_unknown_kid(
+    sqlite_url: str, tmp_path: Path, key_env: dict[str, str], material: KeyMaterial
+) -> None:
+    """Shortened timings: a key is active 6 s, published 4 s ahead; instances reload every second;
+    max-age is (4 - 1) // 2 = 1 s. The script's rotation runs every half second, as cron would."""
+    timings = {
+        "ISSUER_KEY_ROTATION_INTERVAL": "6",
+        "ISSUER_KEY_PUBLISH_AHEAD": "4",
+        "ISSUER_KEY_RELOAD_INTERVAL": "1",
+        "ISSUER_ACCESS_TOKEN_TTL": "10",
+    }
+    env = support.issuer_env(sqlite_url, tmp_path / "keys", **timings, **key_env)
+    settings = load(env)
+    db = Database(sqlite_url)
+    try:
+        with support.running_server(env, tmp_path / "server.log") as server:
+            auth = register(env)
+            verifier = CachingResourceServer(server.url)
+            issued: list[tuple[str, dict[str, Any]]] = []
+            kids: list[str] = []
+            steps: list[str] = []
+            started = time.monotonic()
+            last_rotate = 0.0
+            while len(set(kids)) < 4 and time.monotonic() - started < 60:
+                if time.monotonic() - last_rotate >= 0.5:
+                    result = await rotation.rotate(db, material, settings)
+                    steps += [s.action for s in result.done]
+                    last_rotate = time.monotonic()
+                token = await asyncio.to_thread(issue, server.url, auth)
+                issued.append((token, verifier.verify(token)))  # fresh tokens verify at once
+                if not kids or kids[-1] != kid_of(token):
+                    kids.append(kid_of(token))
+                # every earlier token that has not expired still verifies, whichever key signed it
+                now = time.time()
+                for old, claims in issued:
+                    if claims["exp"] > now + 1:
+                        assert verifier.verify(old)["jti"] == claims["jti"]
+                await asyncio.sleep(0.1)
+            assert len(set(kids)) >= 4, f"only {kids} after 60 s; steps {steps}"
+            assert steps.count("promote") >= 3 and "create-next" in steps
+            assert verifier.fetches >= 3
+            # the retired keys are still published while their tokens live
+            published = {k["kid"] for k in httpx.get(server.url + JWKS).json()["keys"]}
+            alive = {kid_of(t) for t, c in issued if c["exp"] > time.time() + 1}
+            assert alive <= published
+    finally:
+        await db.close()
+
+
+def _poll_kid(url: str, auth: tuple[str, str], want: str, deadline: float) -> str:
+    while True:
+        kid = kid_of(issue(url, auth))
+        if kid == want or time.monotonic() > deadline:
+            return kid
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("via", ["reload interval", "redis"])
+def test_two_servers_pick_up_a_rotation_done_by_the_script(
+    via: str, pg_url: str, tmp_path: Path, key_env: dict[str, str], redis_prefix: str
+) -> None:
+    if via == "redis":
+        # the interval alone would take an hour: only the Redis message can explain a quick pickup
+        extra = {
+            "ISSUER_REDIS_URL": support.REDIS_URL,
+            "ISSUER_REDIS_PREFIX": redis_prefix,
+            "ISSUER_KEY_RELOAD_INTERVAL": "3600",
+            "ISSUER_KEY_PUBLISH_AHEAD": "7300",
+            "ISSUER_KEY_ROTATION_INTERVAL": "86400",
+        }
+        promised = 5.0
+    else:
+        extra = {"ISSUER_KEY_RELOAD_INTERVAL": "1", "ISSUER_KEY_PUBLISH_AHEAD": "10"}
+        promised = 1.0 + 5.0  # the interval, plus a slow machine's margin
+    env = support.issuer_env(pg_url, tmp_path / "keys", **extra, **key_env)
+    with (
+        support.running_server(env, tmp_path / "a.log") as a,
+        support.running_server(env, tmp_path / "b.log") as b,
+    ):
+        auth = register(env)
+        before = {kid_of(issue(a.url, auth)), kid_of(issue(b.url, auth))}
+        assert len(before) == 1  # the second instance found the first's key
+        step = subprocess.run(
+            [sys.executable, SCRIPT, "rotate", "--force"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert step.returncode == 0, step.stderr
+        new = step.stdout.split()[1].rstrip(":")  # "create-active KID: forced by the operator"
+        assert new not in before
+        deadline = time.monotonic() + promised
+        assert _poll_kid(a.url, auth, new, deadline) == new
+        assert _poll_kid(b.url, auth, new, deadline) == new

@@ -400,6 +400,10 @@ class Denylist:
                 raise TemporarilyUnavailable(detail=f"redis: {type(error).__name__}") from error
         return any(matches(entry, claims, header_kid) for entry in found)
 
+    async def ensure_available(self) -> None:
+        """Raise :class:`TemporarilyUnavailable` when checks cannot be answered now (fail closed)."""
+        await self.is_revoked({})
+
     async def _redis_entries(self, wanted: list[tuple[str, str]]) -> list[Entry]:
         assert self.redis is not None
         if self._dirty:

@@ -92,6 +92,7 @@ class Runtime:
         )
         self.grants.on_family_revoked.append(self.revocation.on_family_revoked)
         self.grants.session_checks.append(self.revocation.check_session)
+        self.grants.ready_checks.append(self.denylist.ensure_available)
         self.metadata_extra.update(self.revocation.metadata(settings.url))
         self.on_close(self.denylist.close)
 

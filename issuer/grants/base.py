@@ -15,13 +15,24 @@ from issuer.store.refresh import RefreshStore
 from issuer.tokens import AccessTokenMinter, RefreshTokens, format_scope, parse_scope
 from issuer.users import UserDirectory
 
-__all__ = ["FamilyRevoked", "GrantContext", "SessionCheck", "TokenRequest", "TokenResponse", "grant_scope"]
+__all__ = [
+    "FamilyRevoked",
+    "GrantContext",
+    "ReadyCheck",
+    "SessionCheck",
+    "TokenRequest",
+    "TokenResponse",
+    "grant_scope",
+]
 
 # Called after a family was revoked for reuse: (family_id, subject, client_id, family_expires_at).
 FamilyRevoked = Callable[[str, str, str, int], Awaitable[None]]
 # Called before a refresh issues tokens: (family_id, subject, client_id, family_created_at); raises
 # InvalidGrant when the login is revoked elsewhere (the denylist), TemporarilyUnavailable when unknown.
 SessionCheck = Callable[[str, str, str, int], Awaitable[None]]
+# Called before a refresh token is spent: raises TemporarilyUnavailable when a session check
+# could not be made now (so that an outage never consumes the client's token).
+ReadyCheck = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,7 @@ class GrantContext:
     users: UserDirectory
     on_family_revoked: list[FamilyRevoked] = field(default_factory=list)
     session_checks: list[SessionCheck] = field(default_factory=list)
+    ready_checks: list[ReadyCheck] = field(default_factory=list)
     clock: Callable[[], float] = time.time
 
     def access_ttl(self, client: ClientRecord) -> int:

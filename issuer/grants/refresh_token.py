@@ -48,6 +48,8 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
         # Never beyond the presented token's scope, nor beyond what the client may still have.
         return grant_scope(requested, frozenset(current.split()) & client.scopes)
 
+    for ready in ctx.ready_checks:  # an unreachable denylist answers 503 before the token is spent
+        await ready()
     result = await ctx.refresh_store.rotate(ctx.db, presentation, narrow)
     if result.outcome is Outcome.REUSED:
         assert result.family_id and result.subject and result.family_expires_at

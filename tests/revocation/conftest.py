@@ -25,6 +25,7 @@ def cluster(pg_url: str, redis_prefix: str, tmp_path: Path, key_env: dict[str, s
         tmp_path / "keys",
         ISSUER_REDIS_URL=support.REDIS_URL,
         ISSUER_REDIS_PREFIX=redis_prefix,
+        ISSUER_URL="https://issuer.test",  # one issuer, whichever instance answers
         **key_env,
     )
     deployment = Deployment(env, tmp_path)

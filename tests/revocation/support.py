@@ -118,8 +118,8 @@ def until(predicate: Any, hang_guard: float = 15.0, step: float = 0.05) -> bool:
 class RedisServer:
     """A throwaway ``redis-server`` on a free port (no persistence), for tests that stop or flush it."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.port = support.free_port()
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.port = port or support.free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None

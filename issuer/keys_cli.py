@@ -26,9 +26,9 @@ import click
 
 from issuer import migrations, rotation
 from issuer.errors import TemporarilyUnavailable
-from issuer.keyfiles import KeyMaterial, SettingsError, b64decode, b64encode, load_key_material
+from issuer.keyfiles import KeyMaterial, b64decode, b64encode, load_key_material
 from issuer.keyring import KeyRingError
-from issuer.settings import Settings, load
+from issuer.settings import Settings, SettingsError, load
 from issuer.store.database import Database
 
 __all__ = ["keys", "main"]

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.denylist import Denylist
 from issuer.errors import TemporarilyUnavailable
 from issuer.keyfiles import KeyMaterial, kek_id
 from issuer.keyring import KeyRing, KeyRingError, generate_key, key_row, seal, unseal
@@ -367,18 +368,47 @@ async def revoke(
     *,
     now: int | None = None,
     audit: AuditStore | None = None,
+    denylist: Denylist | None = None,
 ) -> RevokeResult:
     """Emergency: ``kid`` leaves the JWKS now and is rejected until its tokens have expired.
 
-    Its ciphertext is wiped. When it was the active key, the ``next`` key (if any) or a fresh
-    one becomes active in the same transaction. ``KeyRing.revoked_kids`` carries the revoked
-    ``kid``s to introspection and verifiers (the hook for the denylist, DESIGN.md, Denylist).
+    First the ``kid`` goes on the denylist (kind ``kid``: introspection, ``issuer.verify`` and its
+    Redis/feed mirrors reject every token signed with it), then, in one transaction, the key
+    becomes ``revoked`` and its ciphertext is wiped; when it was the active key, the ``next`` key
+    (if any) or a fresh one becomes active. Denylisting first fails closed: if the second step
+    fails, the operator reruns it. ``KeyRing.revoked_kids`` also rejects the kid in-process.
     """
     warnings: list[str] = []
     new_active: str | None = None
+    now = int(time.time()) if now is None else now
+    async with db.transaction() as conn:
+        known = (await conn.execute(select(T.c.state).where(T.c.kid == kid))).scalar()
+        ttl = await max_token_ttl(conn, settings)
+    if known is None:
+        raise LookupError(f"no signing key with kid {kid!r}")
+    owned = denylist is None
+    deny = denylist or Denylist(
+        db,
+        redis_url=settings.redis_url,
+        prefix=settings.redis_prefix,
+        leeway=settings.denylist_leeway,
+        default_ttl=settings.access_token_ttl,
+    )
+    try:
+        # an instance may sign with it until it reloads; its last token lives ttl after that
+        await deny.add(
+            "kid",
+            kid,
+            now,
+            now + settings.key_reload_interval + ttl,
+            reason="signing key revoked",
+            actor="operator",
+        )
+    finally:
+        if owned:
+            await deny.close()
     async with db.transaction() as conn:
         await _lock(conn)
-        now = int(time.time()) if now is None else now
         keys = {k.kid: k for k in await load_keys(conn)}
         key = keys.get(kid)
         if key is None:

@@ -157,6 +157,16 @@ async def test_revoke_takes_the_key_out_now_and_a_fresh_one_signs(
     assert ring.signer.kid == result.new_active
     assert a not in ring.kids and a not in {k["kid"] for k in ring.jwks["keys"]}
     assert ring.is_revoked(a) and not ring.is_revoked(result.new_active)
+    # and on the denylist, for introspection and every verifier's copy (kind "kid")
+    from issuer.denylist import Denylist
+
+    deny = Denylist(db, redis_url=None)
+    try:
+        claims = {"jti": "j", "sub": "s", "client_id": "c", "iat": T0, "exp": T0 + 300}
+        assert await deny.is_revoked(claims, a)
+        assert not await deny.is_revoked(claims, result.new_active)
+    finally:
+        await deny.close()
     async with db.transaction() as conn:
         wiped = (
             await conn.execute(text("SELECT private_key FROM signing_keys WHERE kid = :k"), {"k": a})

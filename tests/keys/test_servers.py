@@ -221,3 +221,88 @@ def test_two_servers_pick_up_a_rotation_done_by_the_script(
         deadline = time.monotonic() + promised
         assert _poll_kid(a.url, auth, new, deadline) == new
         assert _poll_kid(b.url, auth, new, deadline) == new
+
+
+def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
+    pg_url: str, tmp_path: Path, key_env: dict[str, str], redis_prefix: str
+) -> None:
+    from issuer.verify import InvalidToken, Verifier
+    from issuer.verify_denylist import RedisDenylist
+
+    env = support.issuer_env(
+        pg_url,
+        tmp_path / "keys",
+        ISSUER_REDIS_URL=support.REDIS_URL,
+        ISSUER_REDIS_PREFIX=redis_prefix,
+        **key_env,
+    )
+    with support.running_server(env, tmp_path / "server.log") as server:
+        auth = register(env)
+        created = support.run_cli(
+            env,
+            "clients",
+            "create",
+            "--json",
+            "--name",
+            "rs",
+            "--grant",
+            "client_credentials",
+            "--can-introspect",
+        )
+        rs = json.loads(created.stdout)
+        rs_auth = (rs["client_id"], rs["client_secret"])
+        old = issue(server.url, auth)
+        compromised = kid_of(old)
+        verifier = Verifier(
+            issuer=server.url,
+            audience=server.url,
+            jwks_uri=server.url + JWKS,
+            refetch_interval=0.2,
+            denylist=RedisDenylist(support.REDIS_URL, prefix=redis_prefix),
+        )
+        try:
+            assert verifier.verify(old)["client_id"] == auth[0]  # the verifier now caches the key
+
+            def introspect(token: str) -> bool:
+                answer = httpx.post(
+                    server.url + "/introspect", data={"token": token}, auth=rs_auth, timeout=10
+                )
+                assert answer.status_code == 200, answer.text
+                return bool(answer.json()["active"])
+
+            assert introspect(old)
+            refused = subprocess.run(
+                [sys.executable, SCRIPT, "revoke", compromised],
+                env=env,
+                input="",
+                capture_output=True,
+                text=True,
+            )
+            assert refused.returncode == 1 and introspect(old)  # not confirmed: nothing happened
+            done = subprocess.run(
+                [sys.executable, SCRIPT, "revoke", compromised, "--yes"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, done.stderr
+            assert not introspect(old)  # the database copy of the denylist decides at once
+            deadline = time.monotonic() + 5
+            while True:  # the verifier's copy arrives over Redis pub/sub
+                try:
+                    verifier.verify(old)
+                except InvalidToken:
+                    break
+                assert time.monotonic() < deadline, "issuer.verify kept accepting a revoked key's token"
+                time.sleep(0.05)
+            deadline = time.monotonic() + 5  # announced over Redis: the server reloads at once
+            while compromised in {k["kid"] for k in httpx.get(server.url + JWKS).json()["keys"]}:
+                assert time.monotonic() < deadline, "the revoked key is still published"
+                time.sleep(0.05)
+            fresh = issue(server.url, auth)
+            assert kid_of(fresh) != compromised
+            assert verifier.verify(fresh)["client_id"] == auth[0] and introspect(fresh)
+        finally:
+            close = getattr(verifier, "close", None)
+            if close is not None:
+                close()

@@ -29,6 +29,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from issuer.errors import TemporarilyUnavailable
 from issuer.keyfiles import KeyMaterial
 from issuer.store.database import Database
 from issuer.store.tables import SigningKey
@@ -163,7 +164,9 @@ class KeyRing:
     @property
     def signer(self) -> Signer:
         if self._signer is None:
-            raise KeyRingError("no active signing key is loaded")
+            # e.g. the active key was revoked and this instance has not reloaded yet, or it cannot
+            # decrypt the new one: answer 503 (retry), never sign with a key no longer active
+            raise TemporarilyUnavailable(detail="no active signing key is loaded")
         return self._signer
 
     async def ensure_active(self) -> None:

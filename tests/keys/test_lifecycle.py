@@ -297,3 +297,23 @@ async def test_a_database_dump_holds_no_usable_private_key(
     for needle in needles:
         assert needle not in dump
     assert b"PRIVATE KEY" not in dump
+
+
+async def test_an_instance_never_signs_with_a_key_the_database_no_longer_calls_active(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    from issuer.errors import TemporarilyUnavailable
+
+    await rotation.rotate(db, material, settings, now=T0)
+    ring = KeyRing(db, material, "ES256")  # an instance still on the old key-encryption key
+    await ring.reload()
+    old = ring.signer.kid
+    new_kek = KeyMaterial(kek=secrets.token_bytes(32), hmac_key=material.hmac_key)
+    await rotation.rewrap(db, material, new_kek.kek)
+    await rotation.rotate(db, new_kek, settings, force=True, now=T0 + 1)  # the old key is retired
+    with pytest.raises(KeyRingError, match="cannot be decrypted"):
+        await ring.reload()
+    with pytest.raises(TemporarilyUnavailable):
+        ring.signer  # noqa: B018  (503 for the token endpoint, not a token from the retired key)
+    async with db.transaction() as conn:
+        assert {k.kid: k.state for k in await rotation.load_keys(conn)}[old] == "retired"

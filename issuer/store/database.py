@@ -59,7 +59,9 @@ class Database:
         else:
             kwargs["connect_args"] = {"timeout": 3, "command_timeout": 10, "server_settings": {"jit": "off"}}
             kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = pool_size
+            # No overflow: an overflow connection is closed as soon as it is returned, so under
+            # load every request beyond the pool would open (and fork a backend for) a new one.
+            kwargs["max_overflow"] = 0
             kwargs["pool_timeout"] = 5
             kwargs["pool_pre_ping"] = False
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)

@@ -177,9 +177,9 @@ class RefreshStore:
 
     async def _consume_pg(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation:
         """:meth:`_consume` as one statement (:mod:`issuer.store.refresh_pg`), same transaction rules."""
-        async with db.transaction() as conn:
+        async with refresh_pg.driver_transaction(db) as driver:
             row = await refresh_pg.consume(
-                conn,
+                driver,
                 digest=p.digest,
                 successor_digest=p.successor_digest,
                 client_id=p.client_id,
@@ -187,13 +187,13 @@ class RefreshStore:
                 now=p.now,
                 idle_ttl=p.idle_ttl,
             )
-            if row is None or row.subject is None:
+            if row is None or row["subject"] is None:
                 raise _NotConsumable  # not live, or its family is not: roll the consumption back
-            scope = narrow(row.scope)  # raises: the transaction rolls back, nothing lost
-            if scope != row.scope:
-                await refresh_pg.set_successor_scope(conn, p.successor_digest, scope)
+            scope = narrow(row["scope"])  # raises: the transaction rolls back, nothing lost
+            if scope != row["scope"]:
+                await refresh_pg.set_successor_scope(driver, p.successor_digest, scope)
             return Rotation(
-                Outcome.ROTATED, row.family_id, row.subject, scope, row.expires_at, row.created_at
+                Outcome.ROTATED, row["family_id"], row["subject"], scope, row["expires_at"], row["created_at"]
             )
 
     async def _classify(self, db: Database, p: Presentation) -> Rotation:

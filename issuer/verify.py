@@ -96,16 +96,16 @@ class InvalidToken(Exception):
 
 # ---------------------------------------------------------------- parsing primitives
 
-_TO_STD = str.maketrans("-_", "+/")
-_NOT_URLSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_TO_STD = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64decode(part: str) -> bytes:
     """Strict base64url without padding (RFC 7515 2): the standard alphabet's ``+``/``/`` and
     padding are rejected, and ``binascii``'s strict mode rejects anything else out of alphabet."""
-    if "+" in part or "/" in part or "=" in part:
+    raw = part.encode("ascii")
+    if b"+" in raw or b"/" in raw or b"=" in raw:
         raise ValueError("not base64url")
-    return binascii.a2b_base64(part.translate(_TO_STD) + "=" * (-len(part) % 4), strict_mode=True)
+    return binascii.a2b_base64(raw.translate(_TO_STD) + b"=" * (-len(raw) % 4), strict_mode=True)
 
 
 def _reject_constant(name: str) -> Any:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Litestar, Request, get, post
+from litestar.params import Body
 
 from issuer.verify import Verifier
 from issuer.verify_denylist import Denylist, FeedDenylist, RedisDenylist
@@ -53,7 +54,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Litestar:
         return notes
 
     @post("/notes", guards=[auth.require("notes:write")], sync_to_thread=False)
-    def add_note(request: Request[Any, Any, Any], data: dict[str, str]) -> dict[str, Any]:
+    def add_note(request: Request[Any, Any, Any], data: Annotated[dict[str, str], Body()]) -> dict[str, Any]:
         note = {"text": str(data.get("text", ""))[:1000], "author": request.state.token_claims["sub"]}
         notes.append(note)
         return note

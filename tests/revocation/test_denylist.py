@@ -316,3 +316,24 @@ async def test_unreachable_redis_fails_closed(pg_url: str, tmp_path: Path) -> No
 
 def test_kinds_are_the_documented_ones() -> None:
     assert KINDS == ("jti", "sid", "sub", "client", "kid")
+
+
+async def test_mirror_never_forgets_on_a_reset_from_an_empty_redis(
+    pair: Callable[..., Denylist], redis_prefix: str, redis_client: aioredis.Redis
+) -> None:
+    """A reset (or reconnection) while Redis is still empty must not un-revoke anything."""
+    denylist = pair()
+    await denylist.start(background=False)
+    await denylist.add("jti", "kept", NOW, NOW + 60, reason="test")
+    mirror = DenylistMirror(support.REDIS_URL, redis_prefix)
+    await mirror.start()
+    try:
+        assert mirror.is_revoked({"jti": "kept"})
+        keys = [key async for key in redis_client.scan_iter(match=f"{redis_prefix}*")]
+        await redis_client.delete(*keys)
+        seen = mirror.received
+        await redis_client.publish(f"{redis_prefix}denylist", json.dumps({"kind": "reset"}))
+        assert await mirror.wait_for(lambda: mirror.received > seen, 10)
+        assert mirror.is_revoked({"jti": "kept"})
+    finally:
+        await mirror.close()

@@ -510,7 +510,8 @@ class DenylistMirror:
     """A local copy of the Redis denylist kept current through the channel: what a verifier does.
 
     ``start`` subscribes first and then loads every key, so no entry published in between is
-    missed; a ``reset`` message reloads every key. :meth:`is_revoked` is a dictionary lookup.
+    missed; a ``reset`` message (or a reconnection) merges every key again. :meth:`is_revoked` is
+    a dictionary lookup.
     """
 
     def __init__(self, redis_url: str, prefix: str = "issuer:") -> None:
@@ -535,7 +536,10 @@ class DenylistMirror:
         await self.redis.aclose()
 
     async def _load(self) -> None:
-        found: dict[tuple[str, str], Entry] = {}
+        """Merge every key into the copy. The copy only grows (and forgets by ``exp``): a Redis
+        that is flushed and not yet rebuilt can never un-revoke a token here."""
+        now = time.time()
+        found = {key: entry for key, entry in self.entries.items() if entry.exp > now}
         pattern = _glob_escape(f"{self.prefix}deny:") + "*"
         keys = [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
         keys = [key for key in keys if key != f"{self.prefix}deny:loaded"]
@@ -543,7 +547,8 @@ class DenylistMirror:
             for raw in await self.redis.mget(keys[start : start + 1000]):
                 if raw is not None:
                     entry = Entry.from_json(json.loads(raw))
-                    found[(entry.kind, entry.value)] = entry
+                    known = found.get((entry.kind, entry.value))
+                    found[(entry.kind, entry.value)] = entry if known is None else known.merge(entry)
         self.entries = found
 
     def _apply(self, raw: str) -> None:

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 
 from issuer.errors import IssuerError
+from issuer.http.health import healthz, readyz
 from issuer.http.responses import error_response, http_exception_response, internal_error_response
 from issuer.http.revocation import introspect, revocations, revoke
 from issuer.http.token import token
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await live.close()
 
     return Litestar(
-        route_handlers=[token, jwks, metadata, revoke, introspect, revocations],
+        route_handlers=[token, jwks, metadata, revoke, introspect, revocations, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={
             IssuerError: error_response,

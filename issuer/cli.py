@@ -109,8 +109,15 @@ click.UsageError.show = _show  # type: ignore[method-assign]
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log verbosity.",
 )
-def serve(host: str, port: int, log_level: str) -> None:
-    """Run the token server (HTTP) until interrupted.
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Worker processes (each a full issuer); more than 1 needs PostgreSQL.",
+)
+def serve(host: str, port: int, log_level: str, workers: int) -> None:
+    """Run the token server (HTTP) until interrupted; SIGTERM drains in-flight requests, then exits.
 
     On the embedded default (SQLite) the database is created or upgraded and a signing key
     generated on first start; on PostgreSQL run `issuer db upgrade` first.
@@ -120,12 +127,16 @@ def serve(host: str, port: int, log_level: str) -> None:
     import uvicorn
 
     from issuer.app import create_app
+    from issuer.deployment import check_workers
 
     settings = load()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(settings)
+    check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
+    app: Any = create_app(settings) if workers == 1 else "issuer.app:create_app"
     uvicorn.run(
         app,
+        factory=workers > 1,  # each worker process builds its own app and Runtime from the environment
+        workers=workers if workers > 1 else None,
         host=host,
         port=port,
         log_level=log_level,

@@ -184,12 +184,13 @@ def _glob_escape(text: str) -> str:
 
 
 def _redis_client(url: str) -> aioredis.Redis:
-    import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
+    from issuer import redis_conn
+
     # Fail fast: a check that cannot reach Redis must become a 503 now, not after backoffs.
-    return aioredis.Redis.from_url(
+    return redis_conn.async_client(
         url,
         socket_connect_timeout=1,
         socket_timeout=2,

@@ -537,10 +537,11 @@ async def announce(settings: Settings, event: str) -> bool:
     """
     if not settings.redis_url:
         return False
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    from issuer import redis_conn
+
+    client = redis_conn.async_client(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
     try:
         await client.publish(channel(settings), json.dumps({"event": event, "at": int(time.time())}))
         return True
@@ -553,13 +554,14 @@ async def announce(settings: Settings, event: str) -> bool:
 
 async def watch(settings: Settings, keyring: KeyRing) -> None:
     """Reload ``keyring`` whenever a change is announced on Redis; reconnect when Redis goes away."""
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
+
+    from issuer import redis_conn
 
     assert settings.redis_url
     delay = 0.5
     while True:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+        client = redis_conn.async_client(settings.redis_url, socket_connect_timeout=3)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(channel(settings))

@@ -132,7 +132,9 @@ SPECS: tuple[Spec, ...] = (
         "ISSUER_REDIS_URL",
         None,
         _optional("ISSUER_REDIS_URL"),
-        "Unset: no Redis (one process; the denylist is read from the database).",
+        "Unset: no Redis (one process; the denylist is read from the database). One server "
+        "`redis://HOST:PORT/DB`, Sentinel `redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE[/DB]` or "
+        "Cluster `redis+cluster://HOST:PORT[,HOST:PORT]` (see Deployment).",
     ),
     Spec(
         "keys_dir",
@@ -285,7 +287,8 @@ SPECS: tuple[Spec, ...] = (
         "ISSUER_REDIS_PREFIX",
         "issuer:",
         _str("ISSUER_REDIS_PREFIX"),
-        "Prefix of every Redis key and channel the issuer uses (several issuers may share one Redis).",
+        "Prefix of every Redis key and channel the issuer uses (several issuers may share one Redis). "
+        "On Redis Cluster it must contain a hash tag, e.g. `{issuer}:`, so related keys share a slot.",
     ),
     Spec(
         "denylist_fail_open",
@@ -335,8 +338,13 @@ def validate(settings: Settings) -> Settings:
             "ISSUER_DATABASE_URL must start with sqlite:/// or postgresql:// "
             f"(got {settings.database_url[:20]!r})"
         )
-    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError("ISSUER_REDIS_URL must start with redis://, rediss:// or unix://")
+    if settings.redis_url:
+        from issuer import redis_conn
+
+        try:
+            redis_conn.check_prefix(redis_conn.parse(settings.redis_url), settings.redis_prefix)
+        except ValueError as error:
+            raise SettingsError(f"ISSUER_REDIS_URL: {error}") from None
     if jwks_max_age(settings) < 1:
         raise SettingsError(
             f"ISSUER_KEY_PUBLISH_AHEAD ({settings.key_publish_ahead}) must exceed ISSUER_KEY_RELOAD_INTERVAL "

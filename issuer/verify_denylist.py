@@ -37,6 +37,8 @@ from typing import Any
 import httpx
 import redis
 
+from issuer import redis_conn
+
 __all__ = ["KINDS", "Denylist", "FeedDenylist", "RedisDenylist", "parse_entry"]
 
 log = logging.getLogger("issuer.verify")
@@ -263,7 +265,7 @@ class RedisDenylist(_ThreadedFeed):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            client = redis.Redis.from_url(
+            client = redis_conn.sync_client(
                 self.url,
                 socket_connect_timeout=max(self.heartbeat, 1.0),
                 socket_timeout=max(self.max_staleness or 5.0, 1.0),

@@ -86,6 +86,7 @@ class Revocation:
         self.clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._keys_etag: str | None = None
+        self.unknown_kids = 0  # tokens whose kid is not in the JWKS (a metric)
 
     # ------------------------------------------------------------------ reading tokens
 
@@ -112,6 +113,8 @@ class Revocation:
         if not isinstance(kid, str) or header.get("typ") != "at+jwt" or self.keyring.is_revoked(kid):
             return None
         key = self._published_keys().get(kid)
+        if key is None:
+            self.unknown_kids += 1
         if key is None or key.algorithm_name != header.get("alg"):
             return None
         try:
@@ -273,9 +276,10 @@ class Revocation:
         now = int(self.clock())
         async with self.db.transaction() as conn:
             family = await self._family(conn, family_id)
-            if family is None or not await self.refresh_store.revoke_family(conn, family_id, now, reason):
-                return None
-            await self._audit_family(conn, family, now, reason, actor, address)
+        if family is None or family.revoked_at is not None:
+            return None
+        # The denylist first: should the second step fail, a retry repeats both, and meanwhile the
+        # refresh grant already refuses a family whose sid is denylisted.
         ttl = await self.denylist.longest_token_ttl(family.client_id)
         await self.denylist.add(
             "sid",
@@ -288,6 +292,10 @@ class Revocation:
             client_id=family.client_id,
             address=address,
         )
+        async with self.db.transaction() as conn:
+            if not await self.refresh_store.revoke_family(conn, family_id, now, reason):
+                return None  # revoked concurrently
+            await self._audit_family(conn, family, now, reason, actor, address)
         return family
 
     async def _family(self, conn: AsyncConnection, family_id: str) -> Row[Any] | None:

@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 
 from issuer.errors import IssuerError
 from issuer.http.health import healthz, readyz
+from issuer.http.observe import metrics, observe
 from issuer.http.responses import error_response, http_exception_response, internal_error_response
 from issuer.http.revocation import introspect, revocations, revoke
 from issuer.http.token import token
@@ -36,8 +37,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await live.close()
 
     return Litestar(
-        route_handlers=[token, jwks, metadata, revoke, introspect, revocations, healthz, readyz],
+        route_handlers=[token, jwks, metadata, revoke, introspect, revocations, healthz, readyz, metrics],
         lifespan=[lifespan],
+        middleware=[observe],  # request id, latency metrics, access line (issuer.http.observe)
         exception_handlers={
             IssuerError: error_response,
             HTTPException: http_exception_response,

@@ -122,15 +122,17 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
     On the embedded default (SQLite) the database is created or upgraded and a signing key
     generated on first start; on PostgreSQL run `issuer db upgrade` first.
     """
-    import logging
+    import logging.config
 
     import uvicorn
 
     from issuer.app import create_app
     from issuer.deployment import check_workers
+    from issuer.logs import dict_config
 
     settings = load()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_config = dict_config(log_level)  # JSON lines on stderr, secrets redacted (issuer.logs)
+    logging.config.dictConfig(log_config)
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
     app: Any = create_app(settings) if workers == 1 else "issuer.app:create_app"
     uvicorn.run(
@@ -140,6 +142,7 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
         host=host,
         port=port,
         log_level=log_level,
+        log_config=log_config,  # applied again in each worker process
         access_log=False,
         loop="uvloop",
         http="httptools",
@@ -378,7 +381,8 @@ def settings_command(markdown: bool) -> None:
     current = load()
     for spec in SPECS:
         value = getattr(current, spec.field)
-        shown = "(set)" if spec.field in ("key_encryption_key", "hmac_key") and value else value
+        secret = spec.field in ("key_encryption_key", "hmac_key", "metrics_token")
+        shown = "(set)" if secret and value else value
         click.echo(f"{spec.env}={'' if shown is None else shown}")
 
 

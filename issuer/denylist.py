@@ -70,6 +70,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -247,6 +248,9 @@ class Denylist:
         self._cache_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_open_warning = 0.0
+        # Metrics: entries written by this process per (kind, reason), Redis errors met.
+        self.additions: Counter[tuple[str, str]] = Counter()
+        self.redis_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,6 +270,7 @@ class Denylist:
             except self._errors as error:
                 log.error("Redis unreachable at start (%s): denylist checks answer 503", type(error).__name__)
                 self._dirty = True
+                self.redis_errors += 1  # a metric
         if background:
             self._tasks.append(asyncio.ensure_future(self._maintain()))
 
@@ -293,6 +298,7 @@ class Denylist:
                 log.warning("denylist maintenance: database unavailable (%s)", error.detail)
             except self._errors as error:
                 self._dirty = True
+                self.redis_errors += 1  # a metric
                 log.warning("denylist maintenance: Redis unavailable (%s)", type(error).__name__)
             except Exception:
                 log.exception("denylist maintenance failed")
@@ -350,6 +356,7 @@ class Denylist:
                 actor=actor,
             )
         self._remember(entry)
+        self.additions[(kind, reason)] += 1
         if self.redis is not None:
             try:
                 stored = await self._merge(
@@ -359,6 +366,7 @@ class Denylist:
                     await self.redis.publish(self.channel, stored)
             except self._errors as error:
                 self._dirty = True
+                self.redis_errors += 1  # a metric
                 log.error(
                     "denylist entry %s written to the database but not to Redis (%s); will retry",
                     kind,
@@ -393,6 +401,7 @@ class Denylist:
                 found = await self._redis_entries(wanted)
             except self._errors as error:
                 self._dirty = True
+                self.redis_errors += 1  # a metric
                 if self.fail_open:
                     if time.monotonic() - self._last_open_warning > 10:
                         self._last_open_warning = time.monotonic()

@@ -14,6 +14,7 @@
     |   +-- UnsupportedGrantType    400 unsupported_grant_type
     |   +-- InvalidScope            400 invalid_scope
     |   +-- UnsupportedTokenType    400 unsupported_token_type (RFC 7009 2.2.1)
+    |   +-- RateLimited             429 rate_limited + Retry-After (not an RFC 6749 code: none fits)
     +-- TemporarilyUnavailable      503 temporarily_unavailable + Retry-After (database/Redis outage)
 
 Grants, stores and the key ring raise these; :mod:`issuer.http.errors` renders them, in one
@@ -30,6 +31,7 @@ __all__ = [
     "IssuerError",
     "NotPermitted",
     "OAuthError",
+    "RateLimited",
     "RequestTooLarge",
     "TemporarilyUnavailable",
     "UnauthorizedClient",
@@ -134,6 +136,20 @@ class UnsupportedTokenType(OAuthError):
     status = 400
     code = "unsupported_token_type"
     default_description = "unsupported token type"
+
+
+class RateLimited(OAuthError):
+    """Too many token requests in the window (per client, or per username and address for the
+    password grant): 429 with ``Retry-After``. RFC 6749 5.2 defines no code for this, and
+    ``slow_down`` belongs to the device flow (RFC 8628), so the code is ``rate_limited``."""
+
+    status = 429
+    code = "rate_limited"
+    default_description = "too many requests, retry later"
+
+    def __init__(self, description: str | None = None, *, detail: str | None = None, retry_after: int = 1):
+        super().__init__(description, detail=detail)
+        self.retry_after = retry_after
 
 
 class TemporarilyUnavailable(IssuerError):

@@ -19,6 +19,8 @@ from issuer.denylist import Denylist
 from issuer.grants import GrantContext
 from issuer.keyfiles import KeyMaterial, load_key_material
 from issuer.keyring import KeyRing
+from issuer.metrics import Metrics
+from issuer.ratelimit import RateLimits
 from issuer.revocation import Revocation
 from issuer.settings import Settings, jwks_max_age
 from issuer.store.audit import AuditStore
@@ -95,6 +97,9 @@ class Runtime:
         self.grants.ready_checks.append(self.denylist.ensure_available)
         self.metadata_extra.update(self.revocation.metadata(settings.url))
         self.on_close(self.denylist.close)
+        self.rate_limits = RateLimits.from_settings(settings)  # /token: per client, per username+address
+        self.on_close(self.rate_limits.close)
+        self.metrics = Metrics(self)  # GET /metrics; a registry of this runtime's own
 
     @property
     def jwks_max_age(self) -> int:

@@ -51,6 +51,11 @@ class Settings:
     redis_prefix: str
     denylist_fail_open: bool
     denylist_leeway: int
+    metrics_token: str | None
+    metrics_public: bool
+    rate_limit_client: int
+    rate_limit_password: int
+    rate_limit_window: int
 
     def replace(self, **changes: Any) -> Settings:
         return validate(dataclasses.replace(self, **changes))
@@ -101,6 +106,15 @@ def _alg(raw: str) -> str:
 
 
 DAY = 86400
+
+
+def _metrics_token(raw: str) -> str | None:
+    token = raw.strip()
+    if not token:
+        return None
+    if len(token) < 16 or any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        raise SettingsError("ISSUER_METRICS_TOKEN must be at least 16 visible ASCII characters, no spaces")
+    return token
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +318,44 @@ SPECS: tuple[Spec, ...] = (
         "60",
         _int("ISSUER_DENYLIST_LEEWAY", 0, 3600),
         "Seconds a denylist entry outlives the last token it can match (verifiers' clock skew).",
+    ),
+    Spec(
+        "metrics_token",
+        "ISSUER_METRICS_TOKEN",
+        None,
+        _metrics_token,
+        "Bearer token that `GET /metrics` requires (16+ visible ASCII characters). Unset and "
+        "ISSUER_METRICS_PUBLIC false: `/metrics` is a 404.",
+    ),
+    Spec(
+        "metrics_public",
+        "ISSUER_METRICS_PUBLIC",
+        "false",
+        _bool("ISSUER_METRICS_PUBLIC"),
+        "`true`: `/metrics` answers everyone (it reveals usage; only behind a network boundary).",
+    ),
+    Spec(
+        "rate_limit_client",
+        "ISSUER_RATE_LIMIT_CLIENT",
+        "0",
+        _int("ISSUER_RATE_LIMIT_CLIENT", 0, 10_000_000),
+        "Token requests one client may make per window, all grants together (429 beyond). 0: no "
+        "per-client limit (default; each limited request costs one Redis command).",
+    ),
+    Spec(
+        "rate_limit_password",
+        "ISSUER_RATE_LIMIT_PASSWORD",
+        "10",
+        _int("ISSUER_RATE_LIMIT_PASSWORD", 0, 1_000_000),
+        "Password-grant attempts per username and client address per window, checked before the "
+        "password hash (credential stuffing). 0 disables.",
+    ),
+    Spec(
+        "rate_limit_window",
+        "ISSUER_RATE_LIMIT_WINDOW",
+        "60",
+        _int("ISSUER_RATE_LIMIT_WINDOW", 0, DAY),
+        "Length of the sliding window of both rate limits. 0 disables rate limiting.",
     ),
 )
 

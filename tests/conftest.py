@@ -118,6 +118,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "ISSUER_KEYS_DIR": str(tmp_path / "keys"),
         "ISSUER_PASSWORD_HASH_MEMORY_KIB": "8192",
         "ISSUER_PASSWORD_HASH_TIME_COST": "1",
+        "ISSUER_RATE_LIMIT_PASSWORD": "0",  # tests log one user in many times; tests/observe enables it
     }
     return load(env, **overrides)
 

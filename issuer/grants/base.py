@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ from issuer.clients import ClientRecord
 from issuer.errors import InvalidScope, UnauthorizedClient
 from issuer.settings import Settings
 from issuer.store.database import Database
-from issuer.store.refresh import RefreshStore
+from issuer.store.refresh import Outcome, RefreshStore
 from issuer.tokens import AccessTokenMinter, RefreshTokens, format_scope, parse_scope
 from issuer.users import UserDirectory
 
@@ -63,6 +64,7 @@ class GrantContext:
     on_family_revoked: list[FamilyRevoked] = field(default_factory=list)
     session_checks: list[SessionCheck] = field(default_factory=list)
     ready_checks: list[ReadyCheck] = field(default_factory=list)
+    refresh_outcomes: Counter[Outcome] = field(default_factory=Counter)  # a metric: one increment each
     clock: Callable[[], float] = time.time
 
     def access_ttl(self, client: ClientRecord) -> int:

@@ -51,6 +51,7 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
     for ready in ctx.ready_checks:  # an unreachable denylist answers 503 before the token is spent
         await ready()
     result = await ctx.refresh_store.rotate(ctx.db, presentation, narrow)
+    ctx.refresh_outcomes[result.outcome] += 1
     if result.outcome is Outcome.REUSED:
         assert result.family_id and result.subject and result.family_expires_at
         for hook in ctx.on_family_revoked:

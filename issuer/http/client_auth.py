@@ -10,6 +10,7 @@ from litestar import Request
 
 from issuer.clients import ClientDirectory, ClientRecord
 from issuer.errors import InvalidClient, InvalidRequest
+from issuer.logs import note_client
 
 __all__ = ["AUTH_METHODS", "authenticate_client"]
 
@@ -36,9 +37,13 @@ async def authenticate_client(
             raise InvalidClient("malformed Basic credentials", basic=True)
         if body_id is not None and body_id != client_id:
             raise InvalidRequest("client_id in the body differs from the authenticated client")
-        return await clients.authenticate(client_id, secret, basic=True)
+        client = await clients.authenticate(client_id, secret, basic=True)
+        note_client(client.client_id)
+        return client
     if header is not None:
         raise InvalidClient("unsupported authorization scheme", basic=True)
     if body_id is None or body_secret is None:
         raise InvalidClient("client authentication required", basic=True)
-    return await clients.authenticate(body_id, body_secret, basic=False)
+    client = await clients.authenticate(body_id, body_secret, basic=False)
+    note_client(client.client_id)
+    return client

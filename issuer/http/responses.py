@@ -9,7 +9,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from issuer.errors import InvalidClient, IssuerError, TemporarilyUnavailable
+from issuer.errors import InvalidClient, IssuerError, RateLimited, TemporarilyUnavailable
 
 __all__ = ["error_response", "http_exception_response", "internal_error_response", "json_response"]
 
@@ -33,6 +33,9 @@ def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Respo
         retry_after = getattr(request.app.state, "retry_after", 5)
         headers["Retry-After"] = str(retry_after)
         log.warning("backing service unavailable", extra={"detail": error.detail, "path": request.url.path})
+    elif isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+        log.info("rate limited", extra={"detail": error.detail, "path": request.url.path})
     elif error.detail:
         log.info(
             "request refused", extra={"code": error.code, "detail": error.detail, "path": request.url.path}

@@ -11,6 +11,7 @@ from issuer.grants import REGISTRY, TokenRequest
 from issuer.http.client_auth import authenticate_client
 from issuer.http.forms import read_form
 from issuer.http.responses import json_response
+from issuer.logs import note_grant
 from issuer.runtime import Runtime
 
 __all__ = ["token"]
@@ -24,9 +25,12 @@ async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
     if grant_type is None:
         raise InvalidRequest("missing parameter: grant_type")
     handler = REGISTRY.get(grant_type)
+    note_grant(grant_type if handler is not None else "unsupported")
     client = await authenticate_client(runtime.clients, request, form)
     if handler is None:
         raise UnsupportedGrantType(f"unsupported grant_type {grant_type[:40]!r}")
     address = request.client.host if request.client else None
+    if runtime.rate_limits.enabled:  # before the grant: the password limit precedes the argon2 hash
+        await runtime.rate_limits.check(client.client_id, grant_type, form.get("username"), address)
     result = await handler(runtime.grants, TokenRequest(client, form, address))
     return json_response(result.to_json())

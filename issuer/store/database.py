@@ -51,6 +51,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, retry_after: int = 5) -> None:
         self.url = url
         self.retry_after = retry_after
+        self.outages = 0  # transactions that met an outage (a metric)
         self.dialect = make_url(async_url(url)).get_backend_name()
         kwargs: dict[str, Any] = {}
         if self.dialect == "sqlite":
@@ -76,6 +77,7 @@ class Database:
                 yield conn
         except (TimeoutError, exc.SQLAlchemyError, OSError) as error:
             if is_outage(error):
+                self.outages += 1
                 raise TemporarilyUnavailable(detail=f"database: {type(error).__name__}") from error
             raise
 

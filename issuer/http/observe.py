@@ -1,0 +1,100 @@
+"""The observing edge: a request id, latency and status metrics, and one access line per request;
+and ``GET /metrics``.
+
+:func:`observe` is a plain ASGI middleware around every route: it takes the request id from an
+incoming ``X-Request-ID`` when that is sane (1-100 of ``A-Z a-z 0-9 . _ : -``), else makes one,
+echoes it in the response, makes it (and the client id, once the client authenticated) part of
+every log line of the request (:mod:`issuer.logs`), and records the latency in the runtime's
+:class:`~issuer.metrics.Metrics`. It reads no header but ``X-Request-ID`` and no body.
+
+``GET /metrics`` answers only a request bearing ``Authorization: Bearer <ISSUER_METRICS_TOKEN>``
+(compared in constant time), or anyone when ``ISSUER_METRICS_PUBLIC=true``; otherwise it is the
+same 404 as an unknown path, so its existence is not advertised.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.enums import ScopeType
+from litestar.exceptions import NotFoundException
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+
+from issuer.logs import RequestContext, current
+from issuer.metrics import CONTENT_TYPE
+
+__all__ = ["metrics", "observe"]
+
+log = logging.getLogger("issuer.access")
+
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,100}")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            if _SANE_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return secrets.token_hex(12)
+
+
+def observe(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        http_scope: HTTPScope = scope
+        started = time.perf_counter()
+        context = RequestContext(_request_id(scope))
+        token = current.set(context)
+        header = (b"x-request-id", context.request_id.encode("ascii"))
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = scope["path"]
+            runtime = getattr(scope["app"].state, "runtime", None)
+            if runtime is not None:
+                runtime.metrics.observe(path, context.grant or "", status, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                extra: dict[str, Any] = {
+                    "method": http_scope["method"],
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                }
+                if context.grant:
+                    extra["grant"] = context.grant
+                log.info("request", extra=extra)
+            current.reset(token)
+
+    return middleware
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    runtime = request.app.state.runtime
+    settings = runtime.settings
+    if not settings.metrics_public:
+        expected = settings.metrics_token
+        presented = request.headers.get("authorization", "")
+        if not expected or not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
+            raise NotFoundException()
+    body = await runtime.metrics.render()
+    return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})

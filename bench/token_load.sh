@@ -18,7 +18,9 @@
 # Environment: HARNESS (default /work/shared/bench), PG_ADMIN_URL
 # (default postgresql://postgres@127.0.0.1:5432/postgres), PEER (1), CONNECTIONS (32),
 # LAT_CONNECTIONS (4; 0 skips that run), DURATION (10), RUNS (3), RT_COUNT (10000), RT_WARMUP (2000),
-# MAX_INTERFERENCE (0.05, for cc and jwks), KEEP_JSON (a directory to copy the raw JSON to).
+# MAX_INTERFERENCE (0.05, for cc and jwks), KEEP_JSON (a directory to copy the raw JSON to),
+# REV (a git revision: benchmark the issuer package of that commit, extracted with `git archive`
+# into the temporary directory and put first on PYTHONPATH; default: the working tree).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,6 +73,12 @@ cp -r "$harness_src/." "$work/harness"
 chmod -R u+w "$work/harness"
 (cd "$work/harness" && npm ci --no-audit --no-fund --loglevel=error >&2)
 load="$work/harness/load.sh"
+if [ -n "${REV:-}" ]; then
+  mkdir -p "$work/src"
+  git -C "$root" archive "$REV" issuer | tar -x -C "$work/src"
+  export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
+  log "issuer package from $REV ($(git -C "$root" rev-parse --short "$REV"))"
+fi
 
 # --- the issuer on a fresh PostgreSQL database -------------------------------------------------
 log "database: $db"

@@ -29,6 +29,7 @@ import itertools
 import math
 import os
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -187,7 +188,9 @@ class RateLimits:
         if self.client_limit > 0:
             keys.append(("client", f"{self.prefix}rl:{{{client_id}}}:client", self.client_limit))
         if self.password_limit > 0 and grant_type == "password" and username:
-            who = hashlib.sha256(f"{username}\x00{address or ''}".encode()).hexdigest()[:32]
+            # One user however spelled (NFKC, case), as the user directory's lookup and more.
+            name = unicodedata.normalize("NFKC", username).strip().casefold()
+            who = hashlib.sha256(f"{name}\x00{address or ''}".encode()).hexdigest()[:32]
             keys.append(("password", f"{self.prefix}rl:{{{client_id}}}:pw:{who}", self.password_limit))
         return keys
 

@@ -1,0 +1,301 @@
+"""``GET /metrics``: who may read it, and every metric changes when its event happens (scrape, act,
+scrape) on a real server over PostgreSQL and Redis, each reached through a TCP relay the test can
+cut to cause the outages the error counters count."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import support
+
+PASSWORD = "correct horse battery staple"
+METRICS_TOKEN = "metrics-" + "x7Kq2Zp9Lm4Wv8Rt"
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = frozenset((k, v) for k, v in sample.labels.items() if k != "worker")
+            samples[(sample.name, labels)] = samples.get((sample.name, labels), 0.0) + sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(server: support.ServerProcess) -> Samples:
+    response = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse(response.text)
+
+
+def create_client(env: dict[str, str], cwd: Path, *grants: str, introspect: bool = False) -> tuple[str, str]:
+    args = ["clients", "create", "--json", "--name", "app", "--scope", "read"]
+    for grant in grants:
+        args += ["--grant", grant]
+    if introspect:
+        args.append("--can-introspect")
+    result = support.run_cli(env, *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    return body["client_id"], body["client_secret"]
+
+
+# ---------------------------------------------------------------- who may read it
+
+
+@pytest.mark.parametrize(
+    ("settings", "headers", "status"),
+    [
+        ({}, {}, 404),
+        ({}, {"Authorization": f"Bearer {METRICS_TOKEN}"}, 404),  # no token configured: nobody
+        ({"ISSUER_METRICS_TOKEN": METRICS_TOKEN}, {}, 404),
+        ({"ISSUER_METRICS_TOKEN": METRICS_TOKEN}, {"Authorization": "Bearer wrong-token-0123456789"}, 404),
+        ({"ISSUER_METRICS_TOKEN": METRICS_TOKEN}, {"Authorization": f"Bearer {METRICS_TOKEN}x"}, 404),
+        ({"ISSUER_METRICS_TOKEN": METRICS_TOKEN}, {"Authorization": f"Basic {METRICS_TOKEN}"}, 404),
+        ({"ISSUER_METRICS_TOKEN": METRICS_TOKEN}, {"Authorization": f"Bearer {METRICS_TOKEN}"}, 200),
+        ({"ISSUER_METRICS_PUBLIC": "true"}, {}, 200),
+    ],
+    ids=[
+        "unconfigured",
+        "unconfigured-with-token",
+        "no-credentials",
+        "wrong-token",
+        "longer-token",
+        "wrong-scheme",
+        "right-token",
+        "public",
+    ],
+)
+def test_metrics_answer_only_the_token_or_everyone_when_public(
+    settings: dict[str, str], headers: dict[str, str], status: int, sqlite_url: str, tmp_path: Path, key_env
+) -> None:
+    env = support.issuer_env(sqlite_url, tmp_path / "keys", **settings, **key_env)
+    with support.running_server(env, tmp_path / "server.log") as server:
+        response = httpx.get(server.url + "/metrics", headers=headers)
+        assert response.status_code == status
+        if status == 404:  # the same answer as a path that does not exist
+            assert response.json() == httpx.get(server.url + "/no-such-path").json()
+            assert "issuer_" not in response.text
+        else:
+            assert "issuer_tokens_issued_total" in response.text or "issuer_http_responses" in response.text
+
+
+def test_bad_metrics_token_setting_is_refused(sqlite_url: str, tmp_path: Path, key_env) -> None:
+    env = support.issuer_env(sqlite_url, tmp_path / "keys", ISSUER_METRICS_TOKEN="short", **key_env)
+    result = support.run_cli(env, "settings")
+    assert result.returncode != 0
+    assert "ISSUER_METRICS_TOKEN" in result.stderr and "short" not in result.stderr
+    env["ISSUER_METRICS_TOKEN"] = METRICS_TOKEN
+    shown = support.run_cli(env, "settings")
+    assert shown.returncode == 0 and METRICS_TOKEN not in shown.stdout
+    assert "ISSUER_METRICS_TOKEN=(set)" in shown.stdout
+
+
+# ---------------------------------------------------------------- scrape, act, scrape
+
+
+@pytest.fixture
+def relays(pg_url: str) -> Iterator[tuple[str, str, support.TcpProxy, support.TcpProxy]]:
+    target = urlparse(pg_url)
+    pg = support.TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
+    redis_target = urlparse(support.REDIS_URL)
+    rd = support.TcpProxy(redis_target.hostname or "127.0.0.1", redis_target.port or 6379).start()
+    try:
+        database = pg_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{pg.port}")
+        redis_url = f"redis://127.0.0.1:{rd.port}{redis_target.path or '/0'}"
+        yield database, redis_url, pg, rd
+    finally:
+        pg.stop()
+        rd.stop()
+
+
+def test_every_metric_changes_when_its_event_happens(
+    relays, redis_prefix: str, tmp_path: Path, key_env
+) -> None:
+    database, redis_url, pg_relay, redis_relay = relays
+    env = support.issuer_env(
+        database,
+        tmp_path / "keys",
+        ISSUER_REDIS_URL=redis_url,
+        ISSUER_REDIS_PREFIX=redis_prefix,
+        ISSUER_METRICS_TOKEN=METRICS_TOKEN,
+        ISSUER_RATE_LIMIT_PASSWORD="3",  # alice logs in three times
+        ISSUER_CLIENT_CACHE_TTL="0",
+        ISSUER_RETRY_AFTER="1",
+        **key_env,
+    )
+    app = create_client(env, tmp_path, "client_credentials", "password", "refresh_token")
+    introspector = create_client(env, tmp_path, "client_credentials", introspect=True)
+    assert (
+        support.run_cli(env, "users", "create", "--username", "alice", input=PASSWORD + "\n").returncode == 0
+    )
+    with support.running_server(env, tmp_path / "server.log") as server:
+        token_url = server.url + "/token"
+
+        def login() -> dict[str, str]:
+            data = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+            response = httpx.post(token_url, auth=app, data=data)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        def refresh(token: str) -> httpx.Response:
+            return httpx.post(
+                token_url, auth=app, data={"grant_type": "refresh_token", "refresh_token": token}
+            )
+
+        before = scrape(server)
+        assert value(before, "issuer_signing_keys", state="active") == 1
+
+        # tokens issued by grant, latency per endpoint and grant, responses by status
+        assert httpx.post(token_url, auth=app, data={"grant_type": "client_credentials"}).status_code == 200
+        pair = login()
+        after = scrape(server)
+        for grant in ("client_credentials", "password"):
+            assert (
+                value(after, "issuer_tokens_issued_total", grant=grant)
+                == value(before, "issuer_tokens_issued_total", grant=grant) + 1
+            )
+            assert (
+                value(after, "issuer_http_request_duration_seconds_count", endpoint="/token", grant=grant)
+                == value(before, "issuer_http_request_duration_seconds_count", endpoint="/token", grant=grant)
+                + 1
+            )
+        assert (
+            value(after, "issuer_http_request_duration_seconds_sum", endpoint="/token", grant="password") > 0
+        )
+        assert value(after, "issuer_http_responses_total", endpoint="/token", status="200") == (
+            value(before, "issuer_http_responses_total", endpoint="/token", status="200") + 2
+        )
+        assert value(after, "issuer_http_request_duration_seconds_count", endpoint="/metrics", grant="") >= 1
+
+        # refresh rotation, grace-window replay, reuse detection and the family it revokes
+        before = after
+        first = pair["refresh_token"]
+        rotated = refresh(first)
+        assert rotated.status_code == 200
+        assert refresh(first).status_code == 200  # the same token again, inside the grace window
+        second = rotated.json()["refresh_token"]
+        assert refresh(second).status_code == 200  # the successor rotates: `first` is now old
+        assert refresh(first).status_code == 400  # reuse: the family is revoked
+        after = scrape(server)
+        assert value(after, "issuer_refresh_total", outcome="rotated") == (
+            value(before, "issuer_refresh_total", outcome="rotated") + 2
+        )
+        assert value(after, "issuer_refresh_total", outcome="replayed") == (
+            value(before, "issuer_refresh_total", outcome="replayed") + 1
+        )
+        assert value(after, "issuer_refresh_total", outcome="reused") == (
+            value(before, "issuer_refresh_total", outcome="reused") + 1
+        )
+        assert value(after, "issuer_families_revoked_total", reason="reuse") == (
+            value(before, "issuer_families_revoked_total", reason="reuse") + 1
+        )
+        assert value(after, "issuer_denylist_additions_total", kind="sid") == (
+            value(before, "issuer_denylist_additions_total", kind="sid") + 1
+        )
+        assert value(after, "issuer_denylist_entries") == value(before, "issuer_denylist_entries") + 1
+
+        # a client revokes its refresh token (RFC 7009): another family revoked, another entry
+        before = after
+        revoked = httpx.post(server.url + "/revoke", auth=app, data={"token": login()["refresh_token"]})
+        assert revoked.status_code == 200
+        after = scrape(server)
+        assert value(after, "issuer_families_revoked_total", reason="client") == (
+            value(before, "issuer_families_revoked_total", reason="client") + 1
+        )
+        assert value(after, "issuer_denylist_entries") == value(before, "issuer_denylist_entries") + 1
+
+        # a token whose kid is not in the JWKS
+        before = after
+        foreign_key = ec.generate_private_key(ec.SECP256R1())
+        now = int(time.time())
+        forged = jwt.encode(
+            {"iss": server.url, "sub": "x", "client_id": "x", "jti": "j", "iat": now, "exp": now + 60},
+            foreign_key,
+            algorithm="ES256",
+            headers={"kid": "not-a-kid-of-ours", "typ": "at+jwt"},
+        )
+        introspected = httpx.post(server.url + "/introspect", auth=introspector, data={"token": forged})
+        assert introspected.json() == {"active": False}
+        after = scrape(server)
+        assert value(after, "issuer_unknown_kid_total") == value(before, "issuer_unknown_kid_total") + 1
+
+        # the password rate limit
+        before = after
+        wrong = {"grant_type": "password", "username": "mallory", "password": "guess guess guess"}
+        statuses = [httpx.post(token_url, auth=app, data=wrong).status_code for _ in range(4)]
+        assert statuses == [400, 400, 400, 429]
+        after = scrape(server)
+        assert value(after, "issuer_rate_limited_total", limit="password") == (
+            value(before, "issuer_rate_limited_total", limit="password") + 1
+        )
+        assert value(after, "issuer_http_responses_total", endpoint="/token", status="429") == (
+            value(before, "issuer_http_responses_total", endpoint="/token", status="429") + 1
+        )
+
+        # key ages and states: time passes, then a forced rotation step changes the states
+        before = after
+        time.sleep(1.1)
+        after = scrape(server)
+        assert value(after, "issuer_signing_key_age_seconds", state="active") >= (
+            value(before, "issuer_signing_key_age_seconds", state="active") + 1
+        )
+        assert value(after, "issuer_signing_key_state_age_seconds", state="active") > 0
+        states_before = {
+            s: value(after, "issuer_signing_keys", state=s) for s in ("next", "active", "retired")
+        }
+        step = support.run_cli(env, "keys", "rotate", "--force", cwd=tmp_path)
+        assert step.returncode == 0, step.stderr
+        after = scrape(server)
+        states_after = {
+            s: value(after, "issuer_signing_keys", state=s) for s in ("next", "active", "retired")
+        }
+        assert states_after != states_before and states_after["active"] == 1
+
+        # Redis errors: cut Redis, introspect a live access token (a denylist check) -> 503
+        before = after
+        access = login()["access_token"]
+        redis_relay.stop()
+        try:
+            refused = httpx.post(server.url + "/introspect", auth=introspector, data={"token": access})
+            assert refused.status_code == 503
+        finally:
+            redis_relay.start()
+        after = scrape(server)
+        assert value(after, "issuer_backend_errors_total", backend="redis") > value(
+            before, "issuer_backend_errors_total", backend="redis"
+        )
+
+        # database errors: cut PostgreSQL, ask for a token -> 503; the scrape itself still answers
+        before = after
+        pg_relay.stop()
+        try:
+            refused = httpx.post(token_url, auth=app, data={"grant_type": "client_credentials"})
+            assert refused.status_code == 503
+            during = scrape(server)
+            assert value(during, "issuer_metrics_scrape_errors_total") == (
+                value(before, "issuer_metrics_scrape_errors_total") + 1
+            )
+        finally:
+            pg_relay.start()
+        after = scrape(server)
+        assert value(after, "issuer_backend_errors_total", backend="database") > value(
+            before, "issuer_backend_errors_total", backend="database"
+        )

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -29,14 +30,18 @@ import psycopg
 from issuer.keyfiles import b64encode
 
 __all__ = [
+    "PASSWORD",
     "PG_ADMIN_URL",
     "REDIS_URL",
     "ServerProcess",
     "TcpProxy",
+    "add_user",
     "free_port",
     "issuer_env",
     "pg_clone",
     "pg_drop",
+    "register_client",
+    "run_cli",
 ]
 
 PG_ADMIN_URL = os.environ.get("ISSUER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -239,3 +244,31 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             self._sockets.clear()
+
+
+PASSWORD = "correct horse battery staple"
+ALL_GRANTS = ("client_credentials", "password", "refresh_token")
+
+
+def register_client(
+    env: dict[str, str],
+    *extra: str,
+    name: str = "app",
+    grants: tuple[str, ...] = ALL_GRANTS,
+    scope: str = "read write",
+) -> tuple[str, str]:
+    """``issuer clients create --json`` (the operator's way); returns (client_id, client_secret)."""
+    args = ["clients", "create", "--json", "--name", name, "--scope", scope]
+    for grant in grants:
+        args += ["--grant", grant]
+    result = run_cli(env, *args, *extra)
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    return created["client_id"], created["client_secret"]
+
+
+def add_user(env: dict[str, str], username: str = "alice", password: str = PASSWORD) -> str:
+    """``issuer users create`` with the password on stdin; returns the user's subject."""
+    result = run_cli(env, "users", "create", "--username", username, input=password + "\n")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("subject ")[1].strip()

@@ -7,7 +7,6 @@ window; inside it every winner gets the same successor, so the family never fork
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from tests import support
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = support.PASSWORD
 CONCURRENCY = 20
 
 
@@ -28,26 +27,10 @@ def start(
     db_url: str, tmp_path: Path, key_env: dict[str, str], grace: int
 ) -> tuple[support.ServerProcess, tuple[str, str]]:
     env = support.issuer_env(db_url, tmp_path / "keys", ISSUER_REFRESH_GRACE=str(grace), **key_env)
-    created = support.run_cli(
-        env,
-        "clients",
-        "create",
-        "--json",
-        "--name",
-        "app",
-        "--grant",
-        "password",
-        "--grant",
-        "refresh_token",
-        "--scope",
-        "read write",
-    )
-    assert created.returncode == 0, created.stderr
-    user = support.run_cli(env, "users", "create", "--username", "alice", input=PASSWORD + "\n")
-    assert user.returncode == 0, user.stderr
+    auth = support.register_client(env, grants=("password", "refresh_token"))
+    support.add_user(env)
     server = support.ServerProcess(env).start(tmp_path / f"server-{grace}.log")
-    body = json.loads(created.stdout)
-    return server, (body["client_id"], body["client_secret"])
+    return server, auth
 
 
 async def login(client: httpx.AsyncClient, auth: tuple[str, str]) -> str:

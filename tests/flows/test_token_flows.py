@@ -7,7 +7,6 @@ against our JWKS URL.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
@@ -17,21 +16,9 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
 from tests import support
+from tests.support import add_user, register_client
 
-PASSWORD = "correct horse battery staple"
-
-
-def register(env: dict[str, str], *args: str) -> tuple[str, str]:
-    result = support.run_cli(env, "clients", "create", "--json", *args)
-    assert result.returncode == 0, result.stderr
-    created = json.loads(result.stdout)
-    return created["client_id"], created["client_secret"]
-
-
-def add_user(env: dict[str, str], username: str = "alice", password: str = PASSWORD) -> str:
-    result = support.run_cli(env, "users", "create", "--username", username, input=password + "\n")
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split("subject ")[1].strip()
+PASSWORD = support.PASSWORD
 
 
 def verify(server: support.ServerProcess, token: str, audience: str) -> dict[str, object]:
@@ -50,19 +37,7 @@ def verify(server: support.ServerProcess, token: str, audience: str) -> dict[str
 
 @pytest.fixture
 def app_client(server_env: dict[str, str]) -> tuple[str, str]:
-    return register(
-        server_env,
-        "--name",
-        "web",
-        "--grant",
-        "client_credentials",
-        "--grant",
-        "password",
-        "--grant",
-        "refresh_token",
-        "--scope",
-        "read write",
-    )
+    return register_client(server_env, name="web")
 
 
 def test_client_credentials_issues_an_access_token_only(server, server_env, app_client) -> None:
@@ -132,9 +107,7 @@ def test_scope_may_shrink_but_never_grow(server, server_env, app_client) -> None
 
 
 def test_password_grant_requires_registration(server, server_env) -> None:
-    client_id, secret = register(
-        server_env, "--name", "svc", "--grant", "client_credentials", "--scope", "read"
-    )
+    client_id, secret = register_client(server_env, name="svc", grants=("client_credentials",), scope="read")
     add_user(server_env)
     response = httpx.post(
         server.url + "/token",
@@ -146,7 +119,7 @@ def test_password_grant_requires_registration(server, server_env) -> None:
 
 
 def test_password_grant_without_refresh_registration_returns_no_refresh_token(server, server_env) -> None:
-    client_id, secret = register(server_env, "--name", "cli", "--grant", "password", "--scope", "read")
+    client_id, secret = register_client(server_env, name="cli", grants=("password",), scope="read")
     add_user(server_env)
     response = httpx.post(
         server.url + "/token",
@@ -159,17 +132,7 @@ def test_password_grant_without_refresh_registration_returns_no_refresh_token(se
 
 def test_a_refresh_token_of_another_client_is_invalid_grant(server, server_env, app_client) -> None:
     client_id, secret = app_client
-    other_id, other_secret = register(
-        server_env,
-        "--name",
-        "other",
-        "--grant",
-        "password",
-        "--grant",
-        "refresh_token",
-        "--scope",
-        "read write",
-    )
+    other_id, other_secret = register_client(server_env, name="other", grants=("password", "refresh_token"))
     add_user(server_env)
     with OAuth2Client(client_id, secret) as oauth:
         login = oauth.fetch_token(server.url + "/token", username="alice", password=PASSWORD)
@@ -202,18 +165,15 @@ def test_wrong_password_and_unknown_user_look_the_same(server, server_env, app_c
 
 
 def test_per_client_access_token_ttl_and_audience(server, server_env) -> None:
-    client_id, secret = register(
+    client_id, secret = register_client(
         server_env,
-        "--name",
-        "api",
-        "--grant",
-        "client_credentials",
-        "--scope",
-        "read",
         "--access-token-ttl",
         "60",
         "--audience",
         "https://api.example",
+        name="api",
+        grants=("client_credentials",),
+        scope="read",
     )
     with OAuth2Client(client_id, secret) as oauth:
         token = oauth.fetch_token(server.url + "/token", grant_type="client_credentials")

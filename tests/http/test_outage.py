@@ -5,7 +5,6 @@ The server talks to the real PostgreSQL through a TCP relay the test can cut (te
 
 from __future__ import annotations
 
-import json
 import time
 from urllib.parse import urlparse
 
@@ -13,7 +12,7 @@ import httpx
 
 from tests import support
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = support.PASSWORD
 
 
 def test_database_outage_is_503_with_retry_after_and_recovers(pg_url, tmp_path, key_env) -> None:
@@ -23,28 +22,8 @@ def test_database_outage_is_503_with_retry_after_and_recovers(pg_url, tmp_path, 
     env = support.issuer_env(
         proxied, tmp_path / "keys", ISSUER_CLIENT_CACHE_TTL="0", ISSUER_RETRY_AFTER="7", **key_env
     )
-    created = support.run_cli(
-        env,
-        "clients",
-        "create",
-        "--json",
-        "--name",
-        "app",
-        "--grant",
-        "client_credentials",
-        "--grant",
-        "password",
-        "--grant",
-        "refresh_token",
-        "--scope",
-        "read",
-    )
-    assert created.returncode == 0, created.stderr
-    assert (
-        support.run_cli(env, "users", "create", "--username", "alice", input=PASSWORD + "\n").returncode == 0
-    )
-    client = json.loads(created.stdout)
-    auth = (client["client_id"], client["client_secret"])
+    auth = support.register_client(env, scope="read")
+    support.add_user(env)
     server = support.ServerProcess(env).start(tmp_path / "server.log")
     try:
         login = httpx.post(

@@ -8,7 +8,6 @@ error code it must get. Every answer must be JSON ``{"error", "error_description
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ import pytest
 from issuer import migrations
 from tests import support
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = support.PASSWORD
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -40,29 +39,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     db = f"sqlite:///{tmp / 'issuer.db'}"
     migrations.upgrade(db)
     env = support.issuer_env(db, tmp / "keys", ISSUER_MAX_BODY_BYTES="4096")
-    created = support.run_cli(
-        env,
-        "clients",
-        "create",
-        "--json",
-        "--name",
-        "app",
-        "--grant",
-        "client_credentials",
-        "--grant",
-        "password",
-        "--grant",
-        "refresh_token",
-        "--scope",
-        "read write",
-    )
-    assert created.returncode == 0, created.stderr
-    assert (
-        support.run_cli(env, "users", "create", "--username", "alice", input=PASSWORD + "\n").returncode == 0
-    )
-    body = json.loads(created.stdout)
+    client_id, secret = support.register_client(env)
+    support.add_user(env)
     with support.running_server(env, tmp / "server.log") as proc:
-        yield Live(proc.url, body["client_id"], body["client_secret"], env)
+        yield Live(proc.url, client_id, secret, env)
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,7 @@ JWKS = "/.well-known/jwks.json"
 
 
 def register(env: dict[str, str]) -> tuple[str, str]:
-    result = support.run_cli(
-        env, "clients", "create", "--json", "--name", "api", "--grant", "client_credentials"
-    )
-    assert result.returncode == 0, result.stderr
-    created = json.loads(result.stdout)
-    return created["client_id"], created["client_secret"]
+    return support.register_client(env, name="api", grants=("client_credentials",), scope="")
 
 
 def issue(url: str, auth: tuple[str, str]) -> str:

@@ -5,7 +5,6 @@ a tiny HTTP server that counts the requests it serves."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -76,22 +75,9 @@ class Issuer:
 
 
 def register_client(env: dict[str, str], *extra: str) -> tuple[str, str]:
-    result = support.run_cli(
-        env,
-        "clients",
-        "create",
-        "--name",
-        "resource-tests",
-        "--grant",
-        "client_credentials",
-        "--scope",
-        "notes:read notes:write",
-        *extra,
-        "--json",
+    return support.register_client(
+        env, *extra, name="resource-tests", grants=("client_credentials",), scope="notes:read notes:write"
     )
-    assert result.returncode == 0, result.stderr
-    created = json.loads(result.stdout)
-    return created["client_id"], created["client_secret"]
 
 
 class Counting(ThreadingHTTPServer):

@@ -1,11 +1,13 @@
 """The observing edge: a request id, latency and status metrics, and one access line per request;
 and ``GET /metrics``.
 
-:func:`observe` is a plain ASGI middleware around every route: it takes the request id from an
-incoming ``X-Request-ID`` when that is sane (1-100 of ``A-Z a-z 0-9 . _ : -``), else makes one,
-echoes it in the response, makes it (and the client id, once the client authenticated) part of
-every log line of the request (:mod:`issuer.logs`), and records the latency in the runtime's
-:class:`~issuer.metrics.Metrics`. It reads no header but ``X-Request-ID`` and no body.
+:func:`observe` is a plain ASGI middleware around every route (Litestar runs it for matched routes
+only, so unknown paths add no metric series): it takes the request id from an incoming
+``X-Request-ID`` when that is sane (1-100 of ``A-Z a-z 0-9 . _ : -``, and not shaped like a
+credential), else makes one; echoes it in the response; makes it (and the client id, once the
+client authenticated) part of every log line of the request (:mod:`issuer.logs`); and records the
+latency in the runtime's :class:`~issuer.metrics.Metrics`. It reads no header but
+``X-Request-ID`` and no body.
 
 ``GET /metrics`` answers only a request bearing ``Authorization: Bearer <ISSUER_METRICS_TOKEN>``
 (compared in constant time), or anyone when ``ISSUER_METRICS_PUBLIC=true``; otherwise it is the
@@ -26,7 +28,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotFoundException
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from issuer.logs import RequestContext, current
+from issuer.logs import CREDENTIAL_SHAPES, RequestContext, current
 from issuer.metrics import CONTENT_TYPE
 
 __all__ = ["metrics", "observe"]
@@ -40,7 +42,9 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             if _SANE_ID.fullmatch(value):
-                return value.decode("ascii")
+                text = value.decode("ascii")
+                if not CREDENTIAL_SHAPES.search(text):  # a secret sent as an id is not logged
+                    return text
             break
     return secrets.token_hex(12)
 

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         route_handlers=[token, jwks, metadata, revoke, introspect, revocations, healthz, readyz, metrics],
         lifespan=[lifespan],
         middleware=[observe],  # request id, latency metrics, access line (issuer.http.observe)
+        logging_config=None,  # logging is `issuer serve`'s (issuer.logs), in every worker too
         exception_handlers={
             IssuerError: error_response,
             HTTPException: http_exception_response,

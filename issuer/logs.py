@@ -23,7 +23,6 @@ import contextvars
 import json
 import logging
 import re
-import sys
 import time
 import traceback
 from typing import Any
@@ -33,7 +32,6 @@ __all__ = [
     "SENSITIVE_NAMES",
     "JsonFormatter",
     "RequestContext",
-    "configure",
     "current",
     "dict_config",
     "note_client",
@@ -172,19 +170,3 @@ def dict_config(level: str = "info") -> dict[str, Any]:
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
         },
     }
-
-
-def configure(level: str = "info", stream: Any = None) -> None:
-    """Send every logger (the issuer's, uvicorn's, the libraries') through one JSON handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        named = logging.getLogger(name)
-        named.handlers.clear()
-        named.propagate = True
-    logging.captureWarnings(True)

@@ -38,6 +38,8 @@ The metrics (labels in braces):
                                                         has been in it (``active``: since it began
                                                         signing; alert when it passes the rotation
                                                         interval)
+``issuer_introspections_total{active}``                 introspection answers; ``false``: a token
+                                                        that failed verification
 ``issuer_unknown_kid_total``                            tokens presented to ``/introspect`` or
                                                         ``/revoke`` whose ``kid`` is not in the
                                                         JWKS (forged, foreign, or a key dropped too
@@ -107,6 +109,7 @@ class Metrics:
         self.latency: dict[tuple[str, str], _Histogram] = {}
         self.responses: Counter[tuple[str, int]] = Counter()
         self.tokens_issued: Counter[str] = Counter()
+        self.introspections: Counter[bool] = Counter()  # by answer: active or not (verification failures)
         self.scrape_errors = 0
         self.denylist_entries: int | None = None
         self.keys: list[tuple[str, int, int]] = []  # (state, created_at, state_changed_at)
@@ -190,6 +193,16 @@ class _Collector(Collector):
         for grant, count in sorted(m.tokens_issued.items()):
             issued.add_metric([grant, w], count)
         yield issued
+
+        introspected = CounterMetricFamily(
+            "issuer_introspections",
+            "Introspection answers: active=false is a token that failed verification (bad signature, "
+            "unknown kid, expired, revoked, not ours).",
+            labels=["active", "worker"],
+        )
+        for active in (True, False):
+            introspected.add_metric(["true" if active else "false", w], m.introspections[active])
+        yield introspected
 
         if runtime is None:
             return

@@ -62,7 +62,9 @@ async def introspect(request: Request[Any, Any, Any]) -> Response[bytes]:
     token = form.get("token")
     if token is None:
         raise InvalidRequest("missing parameter: token")
-    return json_response(await runtime.revocation.introspect(token, form.get("token_type_hint")))
+    body = await runtime.revocation.introspect(token, form.get("token_type_hint"))
+    runtime.metrics.introspections[bool(body["active"])] += 1
+    return json_response(body)
 
 
 @route("/revocations", http_method=["GET", "POST"], status_code=200, include_in_schema=False)

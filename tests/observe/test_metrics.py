@@ -234,8 +234,18 @@ def test_every_metric_changes_when_its_event_happens(
         )
         introspected = httpx.post(server.url + "/introspect", auth=introspector, data={"token": forged})
         assert introspected.json() == {"active": False}
+        live = httpx.post(token_url, auth=app, data={"grant_type": "client_credentials"}).json()[
+            "access_token"
+        ]
+        assert httpx.post(server.url + "/introspect", auth=introspector, data={"token": live}).json()[
+            "active"
+        ]
         after = scrape(server)
         assert value(after, "issuer_unknown_kid_total") == value(before, "issuer_unknown_kid_total") + 1
+        for active in ("true", "false"):  # verification outcomes
+            assert value(after, "issuer_introspections_total", active=active) == (
+                value(before, "issuer_introspections_total", active=active) + 1
+            )
 
         # the password rate limit
         before = after

@@ -309,3 +309,21 @@ def test_every_metric_changes_when_its_event_happens(
         assert value(after, "issuer_backend_errors_total", backend="database") > value(
             before, "issuer_backend_errors_total", backend="database"
         )
+
+
+def test_unknown_paths_and_query_strings_add_no_series(sqlite_url: str, tmp_path: Path, key_env) -> None:
+    """Endpoint labels are the routes' paths: a scanner's random paths cannot grow the registry."""
+    env = support.issuer_env(sqlite_url, tmp_path / "keys", ISSUER_METRICS_TOKEN=METRICS_TOKEN, **key_env)
+    with support.running_server(env, tmp_path / "server.log") as server:
+        for i in range(20):
+            assert httpx.get(f"{server.url}/scan-{i}").status_code == 404
+            assert httpx.get(f"{server.url}/.well-known/jwks.json?x={i}").status_code == 200
+        samples = scrape(server)
+    endpoints = {
+        dict(labels).get("endpoint") for (name, labels) in samples if name.startswith("issuer_http_")
+    }
+    # the readiness probe's metadata requests and ours; the scrape itself is counted after it answers
+    assert endpoints == {"/.well-known/jwks.json", "/.well-known/oauth-authorization-server"}
+    assert (
+        value(samples, "issuer_http_responses_total", endpoint="/.well-known/jwks.json", status="200") == 20
+    )

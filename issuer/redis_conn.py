@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, unquote
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import ClusterPubSub as AsyncClusterPubSub
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import ClusterNode, RedisCluster
@@ -168,7 +169,7 @@ def async_client(
         assert target.url is not None
         return aioredis.Redis.from_url(target.url, **common)
     if target.kind == "cluster":
-        cluster = AsyncRedisCluster(
+        cluster = _AsyncCluster(
             startup_nodes=[AsyncClusterNode(host, port) for host, port in target.nodes],
             username=target.username,
             password=target.password,
@@ -240,6 +241,87 @@ def sync_client(
     )
     client.sentinel_manager = sentinel
     return cast("redis.Redis", client)
+
+
+class _AsyncClusterPubSub(AsyncClusterPubSub):
+    """redis-py routes a cluster ``SUBSCRIBE`` by the channel's slot, from a slot map the asyncio
+    client only learns on its first command: learn it first (a no-op once known)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.cluster.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+class _Queued:
+    """What a queued pipeline command returns: awaitable (like redis-py's) or ignorable."""
+
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: _ClusterSequence) -> None:
+        self.pipe = pipe
+
+    def __await__(self) -> Any:
+        return self.pipe
+        yield  # unreachable: makes this a generator, so awaiting returns the pipeline at once
+
+
+class _ClusterSequence:
+    """A non-transactional "pipeline" for the cluster client that may hold ``EVALSHA``.
+
+    redis-py refuses scripts in cluster pipelines; the denylist pipelines its merge script. This
+    queues the same calls and runs them one after another on the cluster client at ``execute``
+    (each routed to its key's node), loading a script a node does not know yet.
+    """
+
+    def __init__(self, cluster: _AsyncCluster) -> None:
+        self.cluster = cluster
+        self.queue: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    async def __aenter__(self) -> _ClusterSequence:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.queue.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        def queue(*args: Any, **kwargs: Any) -> _Queued:
+            self.queue.append((name, args, kwargs))
+            return _Queued(self)
+
+        return queue
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        from redis.exceptions import NoScriptError
+
+        results = []
+        queued, self.queue = self.queue, []
+        for name, args, kwargs in queued:
+            try:
+                results.append(await getattr(self.cluster, name)(*args, **kwargs))
+            except NoScriptError:
+                await self.cluster.script_load(self.cluster.scripts_by_sha[args[0]])
+                results.append(await getattr(self.cluster, name)(*args, **kwargs))
+        return results
+
+
+class _AsyncCluster(AsyncRedisCluster):
+    scripts_by_sha: dict[str, str]
+
+    def register_script(self, script: Any) -> Any:
+        registered = super().register_script(script)
+        self.scripts_by_sha = getattr(self, "scripts_by_sha", {})
+        self.scripts_by_sha[registered.sha] = script
+        return registered
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        if transaction:
+            raise ValueError("the issuer uses no transactions on Redis Cluster")
+        return _ClusterSequence(self)
+
+    def pubsub(
+        self, node: Any = None, host: str | None = None, port: int | None = None, **kwargs: Any
+    ) -> AsyncClusterPubSub:
+        return _AsyncClusterPubSub(self, node=node, host=host, port=port, **kwargs)
 
 
 class _AsyncSentinelRedis(aioredis.Redis):

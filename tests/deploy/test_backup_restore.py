@@ -40,6 +40,7 @@ def test_restore_from_pg_dump_with_an_empty_redis(
         ISSUER_REDIS_URL=support.REDIS_URL,
         ISSUER_REDIS_PREFIX=redis_prefix,
         ISSUER_URL="https://issuer.test",
+        ISSUER_RATE_LIMIT_PASSWORD="0",  # one user logs in many times from one address
         **key_env,
     )
     before = Deployment(env, tmp_path)

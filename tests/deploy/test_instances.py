@@ -50,6 +50,7 @@ def deployment(pg_url: str, redis_prefix: str, tmp_path: Path, key_env: dict[str
         ISSUER_REDIS_URL=support.REDIS_URL,
         ISSUER_REDIS_PREFIX=redis_prefix,
         ISSUER_URL="https://issuer.test",
+        ISSUER_RATE_LIMIT_PASSWORD="0",  # one user logs in many times from one address
         ISSUER_KEY_RELOAD_INTERVAL="3600",  # key changes must come through Redis
         **key_env,
     )

@@ -114,6 +114,7 @@ def make_deployment(pg_url: str, tmp_path: Path, key_env: dict[str, str]) -> Ite
             ISSUER_REDIS_URL=redis_url,
             ISSUER_REDIS_PREFIX=prefix,
             ISSUER_URL="https://issuer.test",
+            ISSUER_RATE_LIMIT_PASSWORD="0",  # one user logs in many times from one address
             **key_env,
         )
         deployment = Deployment(env, tmp_path)

@@ -132,6 +132,7 @@ def test_rolling_restart_under_load(
         ISSUER_REDIS_URL=support.REDIS_URL,
         ISSUER_REDIS_PREFIX=redis_prefix,
         ISSUER_URL="https://issuer.test",
+        ISSUER_RATE_LIMIT_PASSWORD="0",  # one user logs in many times from one address
         **key_env,
     )
     deployment = Deployment(env, tmp_path)

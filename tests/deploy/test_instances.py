@@ -239,3 +239,19 @@ def test_health_bodies_name_no_address_and_take_no_writes(server: support.Server
         assert response.status_code == 200
         assert "sqlite" not in response.text and "issuer.db" not in response.text
         assert httpx.post(server.url + path).status_code == 405
+
+
+def test_workers_without_redis_are_allowed_with_a_warning(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from issuer.deployment import check_workers
+    from tests.conftest import make_settings
+
+    settings = make_settings(pg_url, tmp_path)
+    with caplog.at_level("WARNING", logger="issuer"):
+        check_workers(settings, 3)
+    assert "3 workers without ISSUER_REDIS_URL" in caplog.text
+    caplog.clear()
+    check_workers(settings.replace(redis_url=support.REDIS_URL), 3)
+    check_workers(settings, 1)
+    assert caplog.text == ""

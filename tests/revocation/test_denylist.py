@@ -17,7 +17,13 @@ from issuer.errors import TemporarilyUnavailable
 from issuer.store.database import Database
 from tests import support
 
-NOW = int(time.time())
+NOW = int(time.time())  # refreshed before every test (the suite can run longer than an entry lives)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "NOW", int(time.time()))
+
 
 # (id, entry, claims, header kid, revoked?)
 MATCHING = [

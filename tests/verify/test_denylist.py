@@ -23,11 +23,20 @@ from issuer.verify_denylist import Denylist, FeedDenylist, RedisDenylist, parse_
 from tests import support
 from tests.verify.support import Issuer, register_client
 
-NOW = int(time.time())
+NOW = int(time.time())  # refreshed before every test (the suite can run longer than an entry lives)
+DAY = 86400
 
 
-def entry(kind: str, value: str, at: int = NOW, exp: int = NOW + 600) -> dict[str, Any]:
-    return {"kind": kind, "value": value, "at": at, "exp": exp}
+@pytest.fixture(autouse=True)
+def _fresh_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "NOW", int(time.time()))
+
+
+def entry(kind: str, value: str, at: int | None = None, exp: int | None = None) -> dict[str, Any]:
+    # Table rows are built at collection time: their entries live a day so that they are
+    # still in force when the row runs; rows built inside a test use the fresh NOW.
+    at = NOW if at is None else at
+    return {"kind": kind, "value": value, "at": at, "exp": at + DAY if exp is None else exp}
 
 
 def claims(**changes: Any) -> dict[str, Any]:

@@ -128,10 +128,10 @@ def test_a_copy_never_confirmed_fails_closed_unless_told_to_fail_open() -> None:
 
 @pytest.fixture
 def copy(redis_prefix: str) -> Iterator[RedisDenylist]:
+    """A copy of the denylist under this test's prefix; the test starts it (after any set-up writes)."""
     feed = RedisDenylist(
         support.REDIS_URL, prefix=redis_prefix, client_name=f"issuer-verify-test-{secrets.token_hex(4)}"
     )
-    feed.start()
     yield feed
     feed.close()
 
@@ -155,6 +155,7 @@ def test_full_load_then_channel(copy: RedisDenylist, redis_prefix: str) -> None:
 
 
 def test_reset_message_reloads_every_key(copy: RedisDenylist, redis_prefix: str) -> None:
+    copy.start()
     assert copy.wait_ready(10)
     r = redis.Redis.from_url(support.REDIS_URL)
     write(r, redis_prefix, entry("client", "cli_rebuilt"), publish=False)  # a rebuild writes keys
@@ -166,6 +167,7 @@ def test_reset_message_reloads_every_key(copy: RedisDenylist, redis_prefix: str)
 
 
 def test_recovers_after_its_connection_is_killed(copy: RedisDenylist, redis_prefix: str) -> None:
+    copy.start()
     assert copy.wait_ready(10)
     r = redis.Redis.from_url(support.REDIS_URL)
     # Written while nobody listens for it (no publish): only a full load can find it.

@@ -54,16 +54,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { printf '== %s\n' "$*" >&2; }
-free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {  # URL PID LOGFILE
-  for _ in $(seq 1 300); do
-    curl -sf -o /dev/null "$1" && return 0
-    kill -0 "$2" 2>/dev/null || { cat "$3" >&2; echo "server exited during start" >&2; return 1; }
-    sleep 0.1
-  done
-  cat "$3" >&2; echo "server did not answer $1" >&2; return 1
-}
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 pids_of() {  # the supervisor and its worker processes, comma-separated
   local all="$1" child
   for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do all="$all,$child"; done

@@ -10,53 +10,22 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
+from issuer.cli_support import run
 from issuer.clients import GRANT_TYPES
 from issuer.errors import TemporarilyUnavailable
-from issuer.keyring import KeyRingError
-from issuer.runtime import Runtime, SchemaOutOfDate
+from issuer.runtime import Runtime
 from issuer.settings import SettingsError, load
 from issuer.tokens import parse_scope
-from issuer.users import PasswordPolicyError
 
 __all__ = ["main"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-EXPECTED = (
-    SettingsError,
-    SchemaOutOfDate,
-    TemporarilyUnavailable,
-    KeyRingError,
-    PasswordPolicyError,
-    LookupError,
-)
 
 
 def fail(message: str) -> None:
     raise click.ClickException(message)
-
-
-def run(coroutine: Callable[P, Awaitable[R]]) -> Callable[P, R]:
-    """Run an async command; expected failures become one line and exit status 1."""
-
-    @wraps(coroutine)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return asyncio.run(coroutine(*args, **kwargs))  # type: ignore[arg-type]
-        except EXPECTED as error:
-            message = str(error)
-            if isinstance(error, TemporarilyUnavailable):
-                message = f"the database is unreachable ({error.detail})"
-            raise click.ClickException(message.splitlines()[0] if message else type(error).__name__) from None
-
-    return wrapper
 
 
 async def _runtime(*, check_schema: bool = True) -> Runtime:

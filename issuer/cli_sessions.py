@@ -12,16 +12,14 @@ import datetime
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from issuer.errors import TemporarilyUnavailable
-from issuer.runtime import Runtime, SchemaOutOfDate
-from issuer.settings import SettingsError, load
-from issuer.users import PasswordPolicyError, normalize_username
+from issuer.cli_support import run
+from issuer.runtime import Runtime
+from issuer.settings import load
+from issuer.users import normalize_username
 
 __all__ = ["audit", "sessions"]
 
@@ -29,21 +27,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 _RELATIVE = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _run(coroutine: Callable[P, Awaitable[R]]) -> Callable[P, R]:
-    @wraps(coroutine)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return asyncio.run(coroutine(*args, **kwargs))  # type: ignore[arg-type]
-        except TemporarilyUnavailable as error:
-            raise click.ClickException(f"the database is unreachable ({error.detail})") from None
-        except (SettingsError, SchemaOutOfDate, LookupError, PasswordPolicyError) as error:
-            raise click.ClickException(str(error).splitlines()[0]) from None
-        except KeyboardInterrupt:
-            return None  # type: ignore[return-value]  # `audit tail --follow` ends with Ctrl-C
-
-    return wrapper
 
 
 async def _runtime() -> Runtime:
@@ -89,7 +72,7 @@ def sessions() -> None:
 @click.option("--client", "client_id", help="Every login at this client.")
 @click.option("--all", "show_all", is_flag=True, help="Include revoked and expired logins.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-@_run
+@run
 async def sessions_list(
     subject: str | None, username: str | None, client_id: str | None, show_all: bool, as_json: bool
 ) -> None:
@@ -147,7 +130,7 @@ async def sessions_list(
     "--reason", default="revoked by an operator", show_default=True, help="Recorded in the audit trail."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_run
+@run
 async def sessions_revoke(
     subject: str | None,
     username: str | None,
@@ -260,7 +243,7 @@ def audit() -> None:
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@_run
+@run
 async def audit_tail(since_raw: str | None, limit: int, follow: bool, as_json: bool) -> None:
     """Show the latest audit events (revocations, refresh-token reuse, key changes), oldest first."""
     since = parse_since(since_raw, int(time.time())) if since_raw is not None else None

@@ -10,24 +10,20 @@ wrong directory must not wrap keys under a key the server does not have.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
 
 from issuer import migrations, rotation
-from issuer.errors import TemporarilyUnavailable
+from issuer.cli_support import run
 from issuer.keyfiles import KeyMaterial, b64decode, b64encode, load_key_material
-from issuer.keyring import KeyRingError
 from issuer.settings import Settings, SettingsError, load
 from issuer.store.database import Database
 
@@ -40,19 +36,6 @@ NEW_KEK_ENV = "ISSUER_NEW_KEY_ENCRYPTION_KEY"
 
 class KeysError(click.ClickException):
     pass
-
-
-def _run(coroutine: Callable[P, Awaitable[R]]) -> Callable[P, R]:
-    @wraps(coroutine)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return asyncio.run(coroutine(*args, **kwargs))  # type: ignore[arg-type]
-        except TemporarilyUnavailable as error:
-            raise KeysError(f"the database is unreachable ({error.detail})") from None
-        except (SettingsError, KeyRingError, LookupError) as error:
-            raise KeysError(str(error).splitlines()[0]) from None
-
-    return wrapper
 
 
 async def _database(settings: Settings) -> Database:
@@ -107,7 +90,7 @@ def keys() -> None:
 
 @keys.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_run
+@run
 async def status_command(as_json: bool) -> None:
     """List every key: kid, algorithm, state, since when, next transition; the JWKS max-age."""
     settings = load()
@@ -137,7 +120,7 @@ async def status_command(as_json: bool) -> None:
 @keys.command("rotate")
 @click.option("--force", is_flag=True, help="Rotate now, even if not due (emergency; see the warning).")
 @click.option("--dry-run", is_flag=True, help="Show what would be done, change nothing.")
-@_run
+@run
 async def rotate_command(force: bool, dry_run: bool) -> None:
     """Perform whichever step is due and nothing else (safe to run from cron every few minutes)."""
     settings = load()
@@ -162,7 +145,7 @@ async def rotate_command(force: bool, dry_run: bool) -> None:
 @keys.command("revoke")
 @click.argument("kid")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_run
+@run
 async def revoke_command(kid: str, yes: bool) -> None:
     """Emergency: take KID out of the JWKS now, reject its tokens, sign with a fresh key."""
     settings = load()
@@ -231,7 +214,7 @@ def _new_kek(new_kek_file: str | None, generate_to: Path | None) -> bytes:
     type=click.Path(path_type=Path),
     help="Generate a new key into PATH (created 0600, must not exist) and use it.",
 )
-@_run
+@run
 async def rewrap_command(new_kek_file: str | None, generate_to: Path | None) -> None:
     """Re-encrypt every private key under a new key-encryption key (never taken from argv).
 

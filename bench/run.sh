@@ -24,7 +24,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="$root/.venv/bin/python"
 issuer="$root/.venv/bin/issuer"
-harness_src="${HARNESS:-/work/shared/bench}"
+harness_src="${HARNESS:-$root/../shared/bench}"
 admin_url="${PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
 workers_list="${WORKERS:-1 2}"
 server_cpus="${SERVER_CPUS:-0}"

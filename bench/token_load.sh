@@ -15,7 +15,7 @@
 # connections: the rotation latency at about the peer's request rate. Everything it created
 # (server processes, database, temporary directory) is removed on exit.
 #
-# Environment: HARNESS (default /work/shared/bench), PG_ADMIN_URL
+# Environment: HARNESS (default ../shared/bench beside the repository), PG_ADMIN_URL
 # (default postgresql://postgres@127.0.0.1:5432/postgres), PEER (1), CONNECTIONS (32),
 # LAT_CONNECTIONS (4; 0 skips that run), DURATION (10), RUNS (3), RT_COUNT (10000), RT_WARMUP (2000),
 # MAX_INTERFERENCE (0.05, cc and jwks), REFRESH_MAX_INTERFERENCE (0.1), KEEP_JSON (a directory to copy the raw JSON to),
@@ -26,7 +26,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="$root/.venv/bin/python"
 issuer="$root/.venv/bin/issuer"
-harness_src="${HARNESS:-/work/shared/bench}"
+harness_src="${HARNESS:-$root/../shared/bench}"
 admin_url="${PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
 peer="${PEER:-1}"
 connections="${CONNECTIONS:-32}"

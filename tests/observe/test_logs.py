@@ -28,15 +28,8 @@ METRICS_TOKEN = "mt-" + "Qw3rTy7UiOp9AsDf"
 
 
 def _client(env: dict[str, str], cwd: Path, *grants: str, introspect: bool = False) -> tuple[str, str]:
-    args = ["clients", "create", "--json", "--name", "app", "--scope", "read write"]
-    for grant in grants:
-        args += ["--grant", grant]
-    if introspect:
-        args.append("--can-introspect")
-    result = support.run_cli(env, *args, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    body = json.loads(result.stdout)
-    return body["client_id"], body["client_secret"]
+    extra = ("--can-introspect",) if introspect else ()
+    return support.register_client(env, *extra, grants=grants, scope="read write")
 
 
 def test_a_full_scenario_logs_json_lines_and_no_secret(

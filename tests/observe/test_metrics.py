@@ -4,7 +4,6 @@ cut to cause the outages the error counters count."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,15 +45,8 @@ def scrape(server: support.ServerProcess) -> Samples:
 
 
 def create_client(env: dict[str, str], cwd: Path, *grants: str, introspect: bool = False) -> tuple[str, str]:
-    args = ["clients", "create", "--json", "--name", "app", "--scope", "read"]
-    for grant in grants:
-        args += ["--grant", grant]
-    if introspect:
-        args.append("--can-introspect")
-    result = support.run_cli(env, *args, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    body = json.loads(result.stdout)
-    return body["client_id"], body["client_secret"]
+    extra = ("--can-introspect",) if introspect else ()
+    return support.register_client(env, *extra, grants=grants, scope="read")
 
 
 # ---------------------------------------------------------------- who may read it

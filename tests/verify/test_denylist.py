@@ -243,7 +243,10 @@ def test_fails_closed_while_redis_is_down_and_recovers_when_it_is_back(own_redis
         assert feed.check("k", claims(sub="someone-else")) == "denylist_stale"
         own_redis.start()  # empty: no save, no append-only file
         r = redis.Redis.from_url(own_redis.url)
-        write(r, prefix, entry("jti", "while-down"), publish=False)  # as the issuer's rebuild would
+        # As the issuer's rebuild does: write the keys, then announce a reset. (The copy may have
+        # resubscribed, and loaded, before the write; the reset makes it load again.)
+        write(r, prefix, entry("jti", "while-down"), publish=False)
+        r.publish(f"{prefix}denylist", json.dumps({"kind": "reset"}))
         assert wait_until(lambda: not feed.stale and feed.check("k", claims(jti="while-down")) == "revoked")
         # what it knew before the restart is kept until its exp: a flushed Redis un-revokes nothing
         assert feed.check("k", claims(sub="usr_gone")) == "revoked"

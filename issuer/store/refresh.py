@@ -199,23 +199,7 @@ class RefreshStore:
     async def _classify(self, db: Database, p: Presentation) -> Rotation:
         """The presented token could not be consumed: say why, and act on reuse."""
         async with db.transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        T.c.family_id,
-                        T.c.client_id,
-                        T.c.expires_at,
-                        T.c.used_at,
-                        T.c.used_from,
-                        F.c.subject,
-                        F.c.revoked_at,
-                        F.c.expires_at.label("family_expires_at"),
-                        F.c.created_at.label("family_created_at"),
-                    )
-                    .join(F, F.c.id == T.c.family_id)
-                    .where(T.c.digest == p.digest)
-                )
-            ).first()
+            row = await self.lookup(conn, p.digest)
             if row is None:
                 return Rotation(Outcome.UNKNOWN)
             if row.client_id != p.client_id:
@@ -256,11 +240,7 @@ class RefreshStore:
                         row.family_created_at,
                     )
             # Reuse: revoke the whole family (RFC 9700 4.14.2) and say who presented what, when.
-            await conn.execute(
-                update(F)
-                .where(F.c.id == row.family_id, F.c.revoked_at.is_(None))
-                .values(revoked_at=p.now, revoked_reason="refresh token reuse")
-            )
+            await self.revoke_family(conn, row.family_id, p.now, "refresh token reuse")
             await self.audit.record(
                 conn,
                 at=p.now,
@@ -287,6 +267,7 @@ class RefreshStore:
                     T.c.issued_at,
                     T.c.expires_at,
                     T.c.used_at,
+                    T.c.used_from,
                     F.c.subject,
                     F.c.created_at.label("family_created_at"),
                     F.c.expires_at.label("family_expires_at"),

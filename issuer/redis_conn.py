@@ -156,7 +156,6 @@ def async_client(
     issuer uses (``GET/SET/MGET`` in one slot, ``EVALSHA``, ``PUBLISH``, ``SCAN``, pipelines,
     ``pubsub()``), so callers treat it as a :class:`redis.asyncio.Redis`.
     """
-    target = parse(url)
     common: dict[str, Any] = {
         "decode_responses": decode_responses,
         "socket_connect_timeout": socket_connect_timeout,
@@ -165,36 +164,7 @@ def async_client(
     }
     if retry is not None:
         common["retry"] = retry
-    if target.kind == "single":
-        assert target.url is not None
-        return aioredis.Redis.from_url(target.url, **common)
-    if target.kind == "cluster":
-        cluster = _AsyncCluster(
-            startup_nodes=[AsyncClusterNode(host, port) for host, port in target.nodes],
-            username=target.username,
-            password=target.password,
-            **common,
-        )
-        return cast("aioredis.Redis", cluster)
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-        list(target.nodes),
-        sentinel_kwargs={
-            "socket_connect_timeout": socket_connect_timeout,
-            "socket_timeout": socket_timeout,
-            "password": target.sentinel_password,
-        },
-    )
-    assert target.service is not None
-    client = sentinel.master_for(
-        target.service,
-        redis_class=_AsyncSentinelRedis,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        **common,
-    )
-    client.sentinel_manager = sentinel
-    return cast("aioredis.Redis", client)
+    return cast("aioredis.Redis", _build(_ASYNC, parse(url), common))
 
 
 def sync_client(
@@ -205,42 +175,55 @@ def sync_client(
     client_name: str | None = None,
 ) -> redis.Redis:
     """A blocking client for ``url`` (the verifier's denylist thread); ``close()`` it when done."""
-    target = parse(url)
     common: dict[str, Any] = {
         "socket_connect_timeout": socket_connect_timeout,
         "socket_timeout": socket_timeout,
         "client_name": client_name,
     }
+    return cast("redis.Redis", _build(_SYNC, parse(url), common))
+
+
+@dataclass(frozen=True, slots=True)
+class _Flavor:
+    """The redis-py classes of one I/O style: one builder serves both."""
+
+    single: Any
+    cluster: Any
+    cluster_node: Any
+    sentinel: Any
+    sentinel_redis: Any
+
+
+def _build(flavor: _Flavor, target: RedisTarget, common: dict[str, Any]) -> Any:
     if target.kind == "single":
         assert target.url is not None
-        return redis.Redis.from_url(target.url, **common)
+        return flavor.single.from_url(target.url, **common)
     if target.kind == "cluster":
-        cluster = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call]
+        return flavor.cluster(
+            startup_nodes=[flavor.cluster_node(host, port) for host, port in target.nodes],
             username=target.username,
             password=target.password,
             **common,
         )
-        return cast("redis.Redis", cluster)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = flavor.sentinel(
         list(target.nodes),
         sentinel_kwargs={
-            "socket_connect_timeout": socket_connect_timeout,
-            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": common["socket_connect_timeout"],
+            "socket_timeout": common["socket_timeout"],
             "password": target.sentinel_password,
         },
     )
     assert target.service is not None
-    client = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(
         target.service,
-        redis_class=_SyncSentinelRedis,
+        redis_class=flavor.sentinel_redis,
         db=target.db,
         username=target.username,
         password=target.password,
         **common,
     )
     client.sentinel_manager = sentinel
-    return cast("redis.Redis", client)
+    return client
 
 
 class _AsyncClusterPubSub(AsyncClusterPubSub):
@@ -346,3 +329,7 @@ class _SyncSentinelRedis(redis.Redis):
         if self.sentinel_manager is not None:
             for sentinel in self.sentinel_manager.sentinels:
                 sentinel.close()
+
+
+_ASYNC = _Flavor(aioredis.Redis, _AsyncCluster, AsyncClusterNode, AsyncSentinel, _AsyncSentinelRedis)
+_SYNC = _Flavor(redis.Redis, RedisCluster, ClusterNode, Sentinel, _SyncSentinelRedis)

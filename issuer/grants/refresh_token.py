@@ -48,7 +48,10 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
         # Never beyond the presented token's scope, nor beyond what the client may still have.
         return grant_scope(requested, frozenset(current.split()) & client.scopes)
 
-    for ready in ctx.ready_checks:  # an unreachable denylist answers 503 before the token is spent
+    # An unreachable denylist answers 503 before the token is spent. The session check itself
+    # stays outside the rotation's transaction: without Redis it may read the database, which
+    # must not wait on (SQLite) or take a second pooled connection while the rotation holds one.
+    for ready in ctx.ready_checks:
         await ready()
     result = await ctx.refresh_store.rotate(ctx.db, presentation, narrow)
     ctx.refresh_outcomes[result.outcome] += 1

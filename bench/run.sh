@@ -22,18 +22,11 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="$root/.venv/bin/python"
-issuer="$root/.venv/bin/issuer"
-harness_src="${HARNESS:-$root/../shared/bench}"
-admin_url="${PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 workers_list="${WORKERS:-1 2}"
 server_cpus="${SERVER_CPUS:-0}"
 single="${SINGLE:-1}"
-connections="${CONNECTIONS:-32}"
-duration="${DURATION:-10}"
-runs="${RUNS:-3}"
-rt_count="${RT_COUNT:-10000}"
-rt_warmup="${RT_WARMUP:-2000}"
 max_interference="${MAX_INTERFERENCE:-0.10}"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/issuer-run.XXXXXX")"
@@ -54,8 +47,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=bench/lib.sh
-source "$root/bench/lib.sh"
 pids_of() {  # the supervisor and its worker processes, comma-separated
   local all="$1" child
   for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do all="$all,$child"; done

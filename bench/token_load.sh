@@ -24,17 +24,10 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="$root/.venv/bin/python"
-issuer="$root/.venv/bin/issuer"
-harness_src="${HARNESS:-$root/../shared/bench}"
-admin_url="${PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 peer="${PEER:-1}"
-connections="${CONNECTIONS:-32}"
 lat_connections="${LAT_CONNECTIONS:-4}"
-duration="${DURATION:-10}"
-runs="${RUNS:-3}"
-rt_count="${RT_COUNT:-10000}"
-rt_warmup="${RT_WARMUP:-2000}"
 max_interference="${MAX_INTERFERENCE:-0.05}"
 refresh_max_interference="${REFRESH_MAX_INTERFERENCE:-0.1}"
 
@@ -58,8 +51,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=bench/lib.sh
-source "$root/bench/lib.sh"
 
 log "harness: copying $harness_src to $work/harness"
 cp -r "$harness_src/." "$work/harness"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -142,7 +143,24 @@ async def rotate_command(force: bool, dry_run: bool) -> None:
             click.echo(f"next step: {step.describe()}, at {_when(step.due_at, int(time.time()))}")
 
 
-@keys.command("revoke")
+class _KidCommand(click.Command):
+    """A kid is a base64url thumbprint (RFC 7638) and may begin with "-": a word shaped like one
+    is the KID argument, never a cluster of short options (``-Jvh...`` would otherwise be ``-h``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            if _DASHED_KID.fullmatch(arg):
+                args = [*args[:i], *args[i + 1 :], "--", arg]
+                break
+        return super().parse_args(ctx, args)
+
+
+_DASHED_KID = re.compile(r"-[A-Za-z0-9_-]{20,}")
+
+
+@keys.command("revoke", cls=_KidCommand)
 @click.argument("kid")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @run

@@ -155,3 +155,22 @@ def test_rewrap_takes_the_new_key_from_the_environment_or_a_file(env: dict[str, 
     third = b64encode(b"\x03" * 32)
     assert run(newer, "rewrap", "--new-kek-file", "-", input=third + "\n").returncode == 0
     assert run({**env, "ISSUER_KEY_ENCRYPTION_KEY": third}, "rotate", "--force").returncode == 0
+
+
+def test_a_kid_that_begins_with_a_dash_is_a_kid_not_an_option(
+    tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    """RFC 7638 thumbprints are base64url: about one kid in 64 begins with "-"."""
+    from click.testing import CliRunner
+
+    from issuer.keys_cli import keys
+
+    env = {
+        "ISSUER_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{support.free_port()}/x",
+        "ISSUER_KEYS_DIR": str(tmp_path / "keys"),
+        **key_env,
+    }
+    result = CliRunner().invoke(keys, ["revoke", "-JvtJZQ7IdMQBONApTlhzoLq", "--yes"], env=env)
+    assert "No such option" not in result.output and "Usage" not in result.output
+    # parsed as `revoke KID --yes`: it went on to the database, which is not there
+    assert result.exit_code == 1 and "database is unreachable" in result.output

@@ -1,15 +1,14 @@
 """Client authentication at the token endpoint (RFC 6749 2.3.1): ``client_secret_basic`` and
-``client_secret_post``, exactly one of them per request."""
+``client_secret_post``, exactly one of them per request. The credentials' syntax is checked
+strictly (:mod:`issuer.http.edge`) before any lookup."""
 
 from __future__ import annotations
 
-import binascii
-
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from litestar import Request
 
 from issuer.clients import ClientDirectory, ClientRecord
 from issuer.errors import InvalidClient, InvalidRequest
+from issuer.http.edge import check_client_id, parse_basic
 from issuer.logs import note_client
 
 __all__ = ["AUTH_METHODS", "authenticate_client"]
@@ -29,12 +28,7 @@ async def authenticate_client(
         if body_secret is not None:
             # RFC 6749 2.3: the client MUST NOT use more than one authentication method.
             raise InvalidRequest("use one client authentication method, not two")
-        try:
-            client_id, secret = extract_basic_authorization({"Authorization": header})
-        except (UnicodeDecodeError, binascii.Error, ValueError):
-            client_id, secret = None, None
-        if not client_id or secret is None:
-            raise InvalidClient("malformed Basic credentials", basic=True)
+        client_id, secret = parse_basic(header)  # strict: issuer.http.edge
         if body_id is not None and body_id != client_id:
             raise InvalidRequest("client_id in the body differs from the authenticated client")
         client = await clients.authenticate(client_id, secret, basic=True)
@@ -44,6 +38,6 @@ async def authenticate_client(
         raise InvalidClient("unsupported authorization scheme", basic=True)
     if body_id is None or body_secret is None:
         raise InvalidClient("client authentication required", basic=True)
-    client = await clients.authenticate(body_id, body_secret, basic=False)
+    client = await clients.authenticate(check_client_id(body_id, basic=False), body_secret, basic=False)
     note_client(client.client_id)
     return client

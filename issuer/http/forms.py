@@ -2,7 +2,9 @@
 
 ``application/x-www-form-urlencoded`` only, UTF-8 only, every parameter at most once
 (RFC 6749 3.2: "parameters MUST NOT be included more than once"), parameters without a value
-treated as omitted (3.1). Parsing is the standard library's ``parse_qsl`` in strict mode.
+treated as omitted (3.1), and no NUL or other control character in any name or value
+(Appendix A, :func:`issuer.http.edge.check_form_text`). Parsing is the standard library's
+``parse_qsl`` in strict mode.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from urllib.parse import parse_qsl
 from litestar import Request
 
 from issuer.errors import InvalidRequest, UnsupportedMediaType
+from issuer.http.edge import check_form_text
 
 __all__ = ["read_form"]
 
@@ -54,6 +57,7 @@ async def read_form(request: Request) -> dict[str, str]:  # type: ignore[type-ar
         if name in seen:
             raise InvalidRequest(f"parameter {name[:40]!r} is repeated")
         seen.add(name)
+        check_form_text(name, value)  # no NUL or control character ever gets further
         if value:
             form[name] = value
     return form

@@ -15,6 +15,7 @@ from litestar import Request, Response, post, route
 from issuer.clients import ClientRecord
 from issuer.errors import InvalidRequest, NotPermitted
 from issuer.http.client_auth import authenticate_client
+from issuer.http.edge import check_cursor, check_token
 from issuer.http.forms import read_form
 from issuer.http.responses import NO_STORE, json_response
 from issuer.runtime import Runtime
@@ -49,7 +50,8 @@ async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
     token = form.get("token")
     if token is None:
         raise InvalidRequest("missing parameter: token")
-    await runtime.revocation.revoke(token, form.get("token_type_hint"), client, _address(request))
+    hint = form.get("token_type_hint")
+    await runtime.revocation.revoke(check_token(token), hint, client, _address(request))
     return Response(b"", status_code=200, headers=NO_STORE)
 
 
@@ -62,7 +64,7 @@ async def introspect(request: Request[Any, Any, Any]) -> Response[bytes]:
     token = form.get("token")
     if token is None:
         raise InvalidRequest("missing parameter: token")
-    body = await runtime.revocation.introspect(token, form.get("token_type_hint"))
+    body = await runtime.revocation.introspect(check_token(token), form.get("token_type_hint"))
     runtime.metrics.introspections[bool(body["active"])] += 1
     return json_response(body)
 
@@ -74,11 +76,7 @@ async def revocations(request: Request[Any, Any, Any]) -> Response[bytes]:
     form = await read_form(request) if request.method == "POST" else {}
     await _introspector(runtime, request, form)
     raw = form.get("since") if request.method == "POST" else request.query_params.get("since")
-    since = 0
-    if raw:
-        if not raw.isdigit() or len(raw) > 18:
-            raise InvalidRequest("since must be a cursor returned by this feed")
-        since = int(raw)
+    since = check_cursor(raw) if raw else 0  # ASCII digits only: never str.isdigit or a bare int()
     entries, next_cursor = await runtime.denylist.feed(since)
     body = _encode({"entries": [entry.to_json() for entry in entries], "next_cursor": str(next_cursor)})
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

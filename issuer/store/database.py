@@ -3,7 +3,9 @@
 ``sqlite:///PATH`` runs on aiosqlite (WAL, ``BEGIN IMMEDIATE`` so that writers queue instead of
 failing), ``postgresql://`` on asyncpg. Hot paths use SQLAlchemy Core statements on
 :class:`AsyncConnection`, never an ORM session. Driver errors that mean "the database is not
-there" become :class:`issuer.errors.TemporarilyUnavailable` here, where they are caught.
+there" become :class:`issuer.errors.TemporarilyUnavailable` here, where they are caught; text the
+database cannot store (PostgreSQL refuses a NUL) becomes :class:`issuer.errors.InvalidRequest`, as
+a second line behind the edge's syntax checks (:mod:`issuer.http.edge`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from issuer.errors import TemporarilyUnavailable
+from issuer.errors import InvalidRequest, TemporarilyUnavailable
 
-__all__ = ["Database", "async_url", "is_outage"]
+__all__ = ["Database", "async_url", "is_bad_text", "is_outage"]
+
+# SQLSTATE 22021 character_not_in_repertoire ("invalid byte sequence for encoding UTF8: 0x00"),
+# 22P05 untranslatable_character: the value, not the database, is at fault.
+BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
 
 
 def async_url(url: str) -> str:
@@ -43,6 +49,16 @@ def is_outage(error: BaseException) -> bool:
         # SQLite "database is locked" past busy_timeout is load, not an outage, but the answer is the same.
         return "syntax" not in text and "no such" not in text
     return isinstance(error, OSError | asyncio.TimeoutError | ConnectionError)
+
+
+def is_bad_text(error: BaseException) -> bool:
+    """True when the database refused a value's characters (a NUL on PostgreSQL)."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    orig = error.orig
+    return getattr(orig, "sqlstate", None) in BAD_TEXT_SQLSTATES or getattr(orig, "pgcode", None) in (
+        BAD_TEXT_SQLSTATES
+    )
 
 
 class Database:
@@ -79,6 +95,10 @@ class Database:
             if is_outage(error):
                 self.outages += 1
                 raise TemporarilyUnavailable(detail=f"database: {type(error).__name__}") from error
+            if is_bad_text(error):
+                raise InvalidRequest(
+                    "a parameter holds characters that are not allowed", detail="database refused the text"
+                ) from error
             raise
 
     async def ping(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +62,15 @@ class Settings:
         return validate(dataclasses.replace(self, **changes))
 
 
+# Exactly ASCII digits: int() would also take Unicode digits, a sign, '1_000' and spaces.
+_INTEGER = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
 def _int(name: str, low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        try:
-            value = int(raw, 10)
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        if _INTEGER.fullmatch(raw) is None:
+            raise SettingsError(f"{name}={raw!r} is not an integer (ASCII digits only)")
+        value = int(raw, 10)
         if not low <= value <= high:
             raise SettingsError(f"{name}={value} is out of range [{low}, {high}]")
         return value

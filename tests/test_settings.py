@@ -43,6 +43,27 @@ def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
         load(env)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    ["\u0663\u0660\u0660", "\uff13\uff10\uff10", "+300", "-300", "1_000", " 300", "300 ", "300\n", "0x12c"],
+    ids=[
+        "arabic-indic digits",
+        "fullwidth digits",
+        "a sign",
+        "a minus",
+        "underscores",
+        "a leading space",
+        "a trailing space",
+        "a newline",
+        "hex",
+    ],
+)
+def test_nul_and_unicode_digits_integer_settings_are_exact_ascii(raw: str) -> None:
+    """Issue 14 point 6 (NUL and Unicode digits): int() takes all of these; a setting must not."""
+    with pytest.raises(SettingsError, match=r"ISSUER_ACCESS_TOKEN_TTL=.* is not an integer"):
+        load({"ISSUER_ACCESS_TOKEN_TTL": raw})
+
+
 def test_the_readme_lists_every_setting_with_its_default() -> None:
     table = subprocess.run(
         [str(ROOT / ".venv/bin/issuer"), "settings", "--markdown"], capture_output=True, text=True, check=True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
@@ -12,8 +13,9 @@ from litestar.exceptions import HTTPException
 from issuer.errors import IssuerError
 from issuer.http.health import healthz, readyz
 from issuer.http.observe import metrics, observe
+from issuer.http.openapi import openapi_config
 from issuer.http.responses import error_response, http_exception_response, internal_error_response
-from issuer.http.revocation import introspect, revocations, revoke
+from issuer.http.revocation import introspect, revocations, revocations_post, revoke
 from issuer.http.token import token
 from issuer.http.wellknown import jwks, metadata
 from issuer.runtime import Runtime
@@ -37,7 +39,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await live.close()
 
     return Litestar(
-        route_handlers=[token, jwks, metadata, revoke, introspect, revocations, healthz, readyz, metrics],
+        route_handlers=[
+            token,
+            jwks,
+            metadata,
+            revoke,
+            introspect,
+            revocations,
+            revocations_post,
+            healthz,
+            readyz,
+            metrics,
+        ],
         lifespan=[lifespan],
         middleware=[observe],  # request id, latency metrics, access line (issuer.http.observe)
         logging_config=None,  # logging is `issuer serve`'s (issuer.logs), in every worker too
@@ -47,6 +60,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Exception: internal_error_response,
         },
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
+        openapi_config=openapi_config(version("issuer")),  # GET /openapi.json, built on first request
         debug=False,
     )

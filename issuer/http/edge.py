@@ -11,7 +11,7 @@ Nothing a client sends reaches the database or ``int()`` unless it matched one o
 * ``token`` (``/revoke``, ``/introspect``): ``1*8192VSCHAR`` (A.17/A.12 ``1*VSCHAR``; 8 KiB is
   far beyond any token we issue);
 * cursors (``since``): ``1*18DIGIT`` with ASCII digits only (``str.isdigit`` and ``int()``
-  accept Unicode digits, signs, underscores and spaces);
+  accept Unicode digits, signs, underscores and spaces), at most :data:`MAX_CURSOR`;
 * HTTP Basic credentials (RFC 7617, RFC 6749 2.3.1): canonical base64 (alphabet, padding and
   trailing bits exactly as an encoder writes them), strict UTF-8, one ``:``, then each half
   form-urldecoded and strict UTF-8 again, and the id as above.
@@ -41,7 +41,10 @@ __all__ = [
 
 MAX_CLIENT_ID = 64
 MAX_TOKEN = 8192
-MAX_CURSOR_DIGITS = 18  # below 2**63: a BIGINT on PostgreSQL and SQLite alike
+MAX_CURSOR_DIGITS = 18  # never more digits than this reach int()
+# The feed's cursor is a denylist row id: a 32-bit INTEGER on PostgreSQL, so no cursor this feed
+# returned is larger (and a larger one made asyncpg fail the query: found by schemathesis).
+MAX_CURSOR = 2**31 - 1
 
 # RFC 6749 Appendix A: UNICODECHARNOCRLF (the character class, repeated).
 _FORM_TEXT = re.compile("[\t\x20-\x7e\x80-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
@@ -73,7 +76,7 @@ def check_token(token: str, name: str = "token") -> str:
 
 
 def check_cursor(raw: str, name: str = "since") -> int:
-    if _CURSOR.fullmatch(raw) is None:
+    if _CURSOR.fullmatch(raw) is None or int(raw, 10) > MAX_CURSOR:
         raise InvalidRequest(f"{name} must be a cursor returned by this feed")
     return int(raw, 10)
 

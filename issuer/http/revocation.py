@@ -10,17 +10,28 @@ import hashlib
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, post, route
+from litestar import Request, Response, get, post
 
 from issuer.clients import ClientRecord
 from issuer.errors import InvalidRequest, NotPermitted
 from issuer.http.client_auth import authenticate_client
 from issuer.http.edge import check_cursor, check_token
 from issuer.http.forms import read_form
+from issuer.http.openapi import (
+    FEED,
+    FEED_FIELDS,
+    INTROSPECTION,
+    REVOKE_FIELDS,
+    form_operation,
+    not_modified,
+    ok_empty,
+    ok_json,
+    read_operation,
+)
 from issuer.http.responses import NO_STORE, json_response
 from issuer.runtime import Runtime
 
-__all__ = ["introspect", "revocations", "revoke"]
+__all__ = ["introspect", "revocations", "revocations_post", "revoke"]
 
 _encode = msgspec.json.Encoder().encode
 FEED_CACHE_CONTROL = "private, max-age=1"
@@ -41,7 +52,16 @@ async def _introspector(
     return client
 
 
-@post("/revoke", status_code=200, include_in_schema=False)
+@post(
+    "/revoke",
+    status_code=200,
+    operation_class=form_operation(
+        REVOKE_FIELDS,
+        ["token"],
+        ok_empty("revoked, or nothing to revoke (RFC 7009 2.2)"),
+        (400, 401, 413, 415, 503),
+    ),
+)
 async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7009 2.1: any authenticated client, for its own tokens; 200 whatever the token was."""
     runtime: Runtime = request.app.state.runtime
@@ -55,7 +75,13 @@ async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(b"", status_code=200, headers=NO_STORE)
 
 
-@post("/introspect", status_code=200, include_in_schema=False)
+@post(
+    "/introspect",
+    status_code=200,
+    operation_class=form_operation(
+        REVOKE_FIELDS, ["token"], ok_json(INTROSPECTION, "RFC 7662 2.2"), (400, 401, 403, 413, 415, 503)
+    ),
+)
 async def introspect(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7662 2.1: clients registered with ``--can-introspect`` only."""
     runtime: Runtime = request.app.state.runtime
@@ -69,13 +95,44 @@ async def introspect(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(body)
 
 
-@route("/revocations", http_method=["GET", "POST"], status_code=200, include_in_schema=False)
+_FEED_OK = ok_json(FEED, "the feed page", cache=FEED_CACHE_CONTROL)
+
+
+@get(
+    "/revocations",
+    status_code=200,
+    operation_class=read_operation(
+        _FEED_OK,
+        {304: not_modified()},
+        (400, 401, 403, 503),
+        query={"since": FEED_FIELDS["since"]},
+        secured=True,
+    ),
+)
 async def revocations(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """The denylist as a feed: ``?since=CURSOR`` (GET, Basic auth) or form ``since`` (POST)."""
+    """The denylist as a feed: ``?since=CURSOR``, Basic auth, clients with ``--can-introspect``."""
+    return await _feed(request, {}, request.query_params.get("since"))
+
+
+@post(
+    "/revocations",
+    status_code=200,
+    operation_class=form_operation(
+        FEED_FIELDS, [], _FEED_OK, (400, 401, 403, 413, 415, 503), extra={304: not_modified()}
+    ),
+)
+async def revocations_post(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The feed with the cursor (and, optionally, client_secret_post) in a form."""
+    form = await read_form(request)
+    return await _feed(request, form, None)
+
+
+async def _feed(
+    request: Request[Any, Any, Any], form: dict[str, str], query_since: str | None
+) -> Response[bytes]:
     runtime: Runtime = request.app.state.runtime
-    form = await read_form(request) if request.method == "POST" else {}
     await _introspector(runtime, request, form)
-    raw = form.get("since") if request.method == "POST" else request.query_params.get("since")
+    raw = form.get("since") if request.method == "POST" else query_since
     since = check_cursor(raw) if raw else 0  # ASCII digits only: never str.isdigit or a bare int()
     entries, next_cursor = await runtime.denylist.feed(since)
     body = _encode({"entries": [entry.to_json() for entry in entries], "next_cursor": str(next_cursor)})

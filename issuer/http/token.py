@@ -10,6 +10,7 @@ from issuer.errors import InvalidRequest, UnsupportedGrantType
 from issuer.grants import REGISTRY, TokenRequest
 from issuer.http.client_auth import authenticate_client
 from issuer.http.forms import read_form
+from issuer.http.openapi import TOKEN_FIELDS, TOKEN_RESPONSE, form_operation, ok_json
 from issuer.http.responses import json_response
 from issuer.logs import note_grant
 from issuer.runtime import Runtime
@@ -17,8 +18,15 @@ from issuer.runtime import Runtime
 __all__ = ["token"]
 
 
-@post("/token", status_code=200, include_in_schema=False)
+@post(
+    "/token",
+    status_code=200,
+    operation_class=form_operation(
+        TOKEN_FIELDS, ["grant_type"], ok_json(TOKEN_RESPONSE, "RFC 6749 5.1"), (400, 401, 413, 415, 429, 503)
+    ),
+)
 async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 6749 3.2: the client_credentials, password and refresh_token grants."""
     runtime: Runtime = request.app.state.runtime
     form = await read_form(request)
     grant_type = form.pop("grant_type", None)

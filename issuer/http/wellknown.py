@@ -8,14 +8,21 @@ from litestar import Request, Response, get
 
 from issuer.grants import REGISTRY
 from issuer.http.client_auth import AUTH_METHODS
+from issuer.http.openapi import JWKS, METADATA, not_modified, ok_json, read_operation
 from issuer.http.responses import json_response
 from issuer.runtime import Runtime
 
 __all__ = ["jwks", "metadata", "metadata_document"]
 
 
-@get("/.well-known/jwks.json", include_in_schema=False)
+@get(
+    "/.well-known/jwks.json",
+    operation_class=read_operation(
+        ok_json(JWKS, "the public keys", cache="public, max-age=N"), {304: not_modified()}
+    ),
+)
 async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7517 JWK Set: the published keys (next, active, retired), public members only."""
     runtime: Runtime = request.app.state.runtime
     ring = runtime.keyring
     headers = {"Cache-Control": f"public, max-age={runtime.jwks_max_age}", "ETag": ring.jwks_etag}
@@ -47,7 +54,11 @@ def metadata_document(runtime: Runtime) -> dict[str, Any]:
     return document
 
 
-@get("/.well-known/oauth-authorization-server", include_in_schema=False)
+@get(
+    "/.well-known/oauth-authorization-server",
+    operation_class=read_operation(ok_json(METADATA, "RFC 8414 3.2", cache="public, max-age=300")),
+)
 async def metadata(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 8414 authorization server metadata."""
     runtime: Runtime = request.app.state.runtime
     return json_response(metadata_document(runtime), headers={"Cache-Control": "public, max-age=300"})

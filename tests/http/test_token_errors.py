@@ -599,6 +599,34 @@ NUL_AND_DIGITS = [
         "invalid_request",
         auth="none",
     ),
+    # found by schemathesis (tests/http/test_fuzz_openapi.py): a 500 on PostgreSQL, whose id is 32-bit
+    Edge(
+        "revocations: since beyond any cursor",
+        "GET",
+        "/revocations",
+        "since=2147483648",
+        400,
+        "invalid_request",
+        auth="rs",
+    ),
+    Edge(
+        "revocations: a POSTed since beyond any cursor",
+        "POST",
+        "/revocations",
+        "since=4000217147839850",
+        400,
+        "invalid_request",
+        auth="rs",
+    ),
+    Edge(
+        "revocations: the largest cursor is fine",
+        "GET",
+        "/revocations",
+        "since=2147483647",
+        200,
+        "",
+        auth="rs",
+    ),
     Edge("revocations: an ASCII cursor is fine", "GET", "/revocations", "since=0", 200, "", auth="rs"),
 ]
 

@@ -16,7 +16,7 @@ from litestar import Request
 from issuer.errors import InvalidRequest, UnsupportedMediaType
 from issuer.http.edge import check_form_text
 
-__all__ = ["read_form"]
+__all__ = ["parse_form", "read_form"]
 
 FORM = "application/x-www-form-urlencoded"
 MAX_FIELDS = 32
@@ -35,8 +35,14 @@ def _check_content_type(value: str | None) -> None:
 
 
 async def read_form(request: Request) -> dict[str, str]:  # type: ignore[type-arg]
-    _check_content_type(request.headers.get("content-type"))
-    body = await request.body()
+    content_type = request.headers.get("content-type")
+    _check_content_type(content_type)  # before the body is read
+    return parse_form(content_type, await request.body())
+
+
+def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
+    """The parameters of a form body, or :class:`InvalidRequest` (415, 400) saying why not."""
+    _check_content_type(content_type)
     try:
         text = body.decode("ascii")  # a urlencoded body is ASCII; anything else is percent-encoded
         pairs = parse_qsl(

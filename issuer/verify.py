@@ -116,7 +116,10 @@ _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
-    value = _JSON.decode(raw.decode("utf-8"))
+    try:
+        value = _JSON.decode(raw.decode("utf-8"))
+    except RecursionError:  # "[[[[...": nesting past Python's limit (tests/fuzz/corpus/token)
+        raise ValueError("JSON nested too deeply") from None
     if type(value) is not dict:
         raise ValueError("not a JSON object")
     return value

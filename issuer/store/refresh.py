@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store import refresh_pg
 from issuer.store.audit import AuditStore
+from issuer.store.bounded import stored_address
 from issuer.store.database import Database
 from issuer.store.tables import RefreshFamily, RefreshToken
 
@@ -138,7 +139,7 @@ class RefreshStore:
                         T.c.client_id == p.client_id,
                         T.c.expires_at > p.now,
                     )
-                    .values(used_at=p.now, used_from=p.address)
+                    .values(used_at=p.now, used_from=stored_address(p.address))
                     .returning(T.c.family_id, T.c.scope)
                 )
             ).first()
@@ -183,7 +184,7 @@ class RefreshStore:
                 digest=p.digest,
                 successor_digest=p.successor_digest,
                 client_id=p.client_id,
-                address=p.address,
+                address=stored_address(p.address),
                 now=p.now,
                 idle_ttl=p.idle_ttl,
             )
@@ -240,6 +241,8 @@ class RefreshStore:
                         row.family_created_at,
                     )
             # Reuse: revoke the whole family (RFC 9700 4.14.2) and say who presented what, when.
+            # The event is recorded in a SAVEPOINT with bounded values (AuditStore.record): it can
+            # never roll the revocation back, whatever the presentation's metadata.
             await self.revoke_family(conn, row.family_id, p.now, "refresh token reuse")
             await self.audit.record(
                 conn,

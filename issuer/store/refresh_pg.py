@@ -101,6 +101,8 @@ async def consume(
 ) -> Any:
     """Spend the token, lock its family, insert the successor; the row, or None if not live.
 
+    ``address`` must already be in its stored form (:func:`issuer.store.bounded.stored_address`).
+
     The row has ``family_id`` and ``scope`` of the spent token, and ``subject``, ``expires_at``,
     ``created_at`` of its family: all None when the family is not live (no successor inserted;
     the caller must roll back).

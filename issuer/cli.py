@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from issuer.cli_sessions import revoked_lines
 from issuer.cli_support import run
 from issuer.clients import GRANT_TYPES
 from issuer.errors import TemporarilyUnavailable
@@ -256,6 +257,40 @@ async def clients_rotate_secret(client_id: str, keep_previous: int, as_json: boo
         click.echo(f"The previous secret stays valid for {keep_previous} s.", err=True)
 
 
+@clients.command("disable")
+@click.argument("client_id")
+@run
+async def clients_disable(client_id: str) -> None:
+    """Disable CLIENT_ID: it fails authentication (invalid_client) at /token, /revoke and /introspect
+    on every instance within ISSUER_CLIENT_CACHE_TTL seconds; every login and access token it was
+    issued, up to the end of that window, is revoked."""
+    runtime = await _runtime()
+    try:
+        changed = await runtime.clients.set_disabled(client_id, True)
+        done = await runtime.revocation.revoke_client(
+            client_id, reason="client disabled", actor="operator", cover=runtime.settings.client_cache_ttl
+        )
+    finally:
+        await runtime.close()
+    click.echo(f"client {client_id} " + ("disabled" if changed else "was already disabled"))
+    for line in revoked_lines(done):
+        click.echo(line)
+
+
+@clients.command("enable")
+@click.argument("client_id")
+@run
+async def clients_enable(client_id: str) -> None:
+    """Enable CLIENT_ID again (within ISSUER_CLIENT_CACHE_TTL seconds everywhere); its revoked
+    tokens stay revoked."""
+    runtime = await _runtime()
+    try:
+        changed = await runtime.clients.set_disabled(client_id, False)
+    finally:
+        await runtime.close()
+    click.echo(f"client {client_id} " + ("enabled" if changed else "was not disabled"))
+
+
 @clients.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @run
@@ -286,12 +321,13 @@ async def clients_list(as_json: bool) -> None:
         for r in records:
             click.echo(
                 f"{r['client_id']}  {r['name']}  grants={','.join(r['grant_types'])}  scope={r['scope']!r}"
+                + ("  disabled" if r["disabled"] else "")
             )
 
 
 @main.group()
 def users() -> None:
-    """Register users (resource owners) for the password grant."""
+    """Register and manage users (resource owners) of the password grant."""
 
 
 def _read_password(confirm: bool) -> str:
@@ -322,16 +358,58 @@ async def users_create(username: str) -> None:
 
 @users.command("set-password")
 @click.option("--username", required=True, help="The login name.")
+@click.option(
+    "--keep-sessions",
+    is_flag=True,
+    help="Leave the user's logins and access tokens alive (default: revoke them all).",
+)
 @run
-async def users_set_password(username: str) -> None:
-    """Replace a user's password (read from stdin, or prompted for on a TTY)."""
+async def users_set_password(username: str, keep_sessions: bool) -> None:
+    """Replace a user's password (read from stdin, or prompted for on a TTY) and end every login
+    of the user: all refresh tokens, and every access token issued up to now (unless --keep-sessions)."""
     password = _read_password(confirm=True)
     runtime = await _runtime()
     try:
         user_id = await runtime.users.set_password(username, password)
+        click.echo(f"password of {username} ({user_id}) replaced")
+        if keep_sessions:
+            click.echo("sessions kept (--keep-sessions): existing logins and access tokens stay valid")
+            return
+        done = await runtime.revocation.revoke_subject(user_id, reason="password changed", actor="operator")
     finally:
         await runtime.close()
-    click.echo(f"password of {username} ({user_id}) replaced")
+    for line in revoked_lines(done):
+        click.echo(line)
+
+
+@users.command("disable")
+@click.argument("username")
+@run
+async def users_disable(username: str) -> None:
+    """Disable USERNAME: no new logins, every login and access token revoked now (run it again to
+    repeat the revocation)."""
+    runtime = await _runtime()
+    try:
+        user_id, changed = await runtime.users.set_disabled(username, True)
+        done = await runtime.revocation.revoke_subject(user_id, reason="user disabled", actor="operator")
+    finally:
+        await runtime.close()
+    click.echo(f"user {username} ({user_id}) " + ("disabled" if changed else "was already disabled"))
+    for line in revoked_lines(done):
+        click.echo(line)
+
+
+@users.command("enable")
+@click.argument("username")
+@run
+async def users_enable(username: str) -> None:
+    """Enable USERNAME again: it may log in; tokens revoked while it was disabled stay revoked."""
+    runtime = await _runtime()
+    try:
+        user_id, changed = await runtime.users.set_disabled(username, False)
+    finally:
+        await runtime.close()
+    click.echo(f"user {username} ({user_id}) " + ("enabled" if changed else "was not disabled"))
 
 
 @main.command("settings")

@@ -17,11 +17,12 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from issuer.cli_support import run
+from issuer.revocation import SessionsRevoked
 from issuer.runtime import Runtime
 from issuer.settings import load
 from issuer.users import normalize_username
 
-__all__ = ["audit", "sessions"]
+__all__ = ["audit", "revoked_lines", "sessions"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -180,14 +181,20 @@ async def sessions_revoke(
             "its refresh tokens and access tokens"
         )
         return
-    what = "subject" if result["revoked"] == "sub" else "client"
-    click.echo(
-        f"revoked every access token of {what} {result[result['revoked']]} issued up to "
-        f"{_iso(result['access_tokens_issued_up_to'])} (denylisted until {_iso(result['denylisted_until'])})"
-    )
-    click.echo(f"revoked {len(result['families'])} session(s)" + (":" if result["families"] else ""))
-    for family in result["families"]:
-        click.echo(f"  {family}")
+    for line in revoked_lines(done):
+        click.echo(line)
+
+
+def revoked_lines(done: SessionsRevoked) -> list[str]:
+    """What a subject's or a client's revocation did, as printed by every command that makes one."""
+    what = "subject" if done.kind == "sub" else "client"
+    lines = [
+        f"revoked every access token of {what} {done.value} issued up to "
+        f"{_iso(done.at)} (denylisted until {_iso(done.until)})",
+        f"revoked {len(done.families)} session(s)" + (":" if done.families else ""),
+    ]
+    lines.extend(f"  {family}" for family in done.families)
+    return lines
 
 
 def parse_since(raw: str, now: int) -> int:

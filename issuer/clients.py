@@ -156,6 +156,24 @@ class ClientDirectory:
             )
         return NewClient(client_id, secret)
 
+    async def set_disabled(self, client_id: str, disabled: bool) -> bool:
+        """Disable (or enable) a client; True when that changed something. A disabled client fails
+        authentication (``invalid_client``) on this process at once and on every other instance
+        within ``cache_ttl`` seconds; revoking its tokens is the caller's next step
+        (:meth:`issuer.revocation.Revocation.revoke_client`)."""
+        now = int(time.time())
+        async with self.db.transaction() as conn:
+            row = await self.store.get(conn, client_id)
+            if row is None:
+                raise LookupError(f"no client {client_id!r}")
+            changed = (row.disabled_at is None) == disabled
+            if changed:
+                await self.store.update(
+                    conn, client_id, disabled_at=now if disabled else None, updated_at=now
+                )
+        self.invalidate(client_id)
+        return changed
+
     async def rotate_secret(self, client_id: str, *, keep_previous_for: int) -> NewClient:
         """A new primary secret; the old one stays valid for ``keep_previous_for`` seconds (0: not at all)."""
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)

@@ -178,6 +178,8 @@ class Revocation:
             and row.revoked_at is None
             and row.expires_at > now
             and row.family_expires_at > now
+            and row.subject_disabled_at is None
+            and row.client_disabled_at is None
         )
         if not live or await self._session_revoked(
             row.family_id, row.subject, row.client_id, row.family_created_at
@@ -317,20 +319,29 @@ class Revocation:
         )
 
     async def _revoke_all(
-        self, kind: str, value: str, *, subject: str | None, client_id: str | None, reason: str, actor: str
+        self,
+        kind: str,
+        value: str,
+        *,
+        subject: str | None,
+        client_id: str | None,
+        reason: str,
+        actor: str,
+        cover: int = 0,
     ) -> SessionsRevoked:
-        at = int(self.clock())
+        now = int(self.clock())
+        at = now + cover  # the cut-off: access tokens (and logins) issued up to `at` are revoked
         ttl = await self.denylist.longest_token_ttl(client_id)
-        # The denylist first: from this second on, every access token issued up to now is dead.
+        # The denylist first: from this second on, every access token issued up to `at` is dead.
         entry = await self.denylist.add(kind, value, at, at + ttl, reason=reason, actor=actor)
         async with self.db.transaction() as conn:
             families: Sequence[Row[Any]] = await self.refresh_store.families(
-                conn, subject=subject, client_id=client_id, live_at=at
+                conn, subject=subject, client_id=client_id, live_at=now
             )
             ended = []
             for family in families:
-                if await self.refresh_store.revoke_family(conn, family.id, at, reason):
-                    await self._audit_family(conn, family, at, reason, actor, None)
+                if await self.refresh_store.revoke_family(conn, family.id, now, reason):
+                    await self._audit_family(conn, family, now, reason, actor, None)
                     ended.append(family.id)
         return SessionsRevoked(kind, value, at, entry.exp, tuple(ended))
 
@@ -340,12 +351,18 @@ class Revocation:
             "sub", subject, subject=subject, client_id=None, reason=reason, actor=actor
         )
 
-    async def revoke_client(self, client_id: str, *, reason: str, actor: str) -> SessionsRevoked:
-        """A compromised client: every family and every access token it was issued up to now."""
+    async def revoke_client(
+        self, client_id: str, *, reason: str, actor: str, cover: int = 0
+    ) -> SessionsRevoked:
+        """A compromised client: every family and every access token it was issued up to now.
+
+        ``cover`` moves the cut-off that many seconds into the future: disabling a client uses
+        the client cache's TTL, so that tokens issued by instances that still had the client
+        cached as enabled are revoked too."""
         if await self.clients.get(client_id) is None:
             raise LookupError(f"no client {client_id!r}")
         return await self._revoke_all(
-            "client", client_id, subject=None, client_id=client_id, reason=reason, actor=actor
+            "client", client_id, subject=None, client_id=client_id, reason=reason, actor=actor, cover=cover
         )
 
     # ------------------------------------------------------------------ grant hooks

@@ -4,7 +4,12 @@ The password grant is the cheapest way to burn a token server's CPU, so hashing 
 threads behind a semaphore (``ISSUER_PASSWORD_HASH_CONCURRENCY``), which also bounds memory.
 An unknown username is verified against a dummy hash made with the same parameters, so it costs
 the same time as a wrong password, and both fail with the same error text. A hash made with
-older parameters is upgraded on the next successful login.
+older parameters is upgraded on the next successful login. A disabled user fails exactly like a
+wrong password (the dummy hash is verified instead of theirs).
+
+A login is confirmed against the stored row when its tokens are issued (:meth:`UserDirectory.confirm`):
+a password change or a disable that committed while the password was being verified refuses it,
+and one that commits later finds its refresh family and covers its access token's ``iat``.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import asyncio
 import secrets
 import time
 import unicodedata
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store.database import Database
 from issuer.store.users import UserStore
 
-__all__ = ["PasswordPolicyError", "Passwords", "UserDirectory"]
+__all__ = ["Login", "PasswordPolicyError", "Passwords", "UserDirectory"]
 
 USER_ID_PREFIX = "usr_"
 MAX_PASSWORD_CHARS = 1024
@@ -29,6 +36,14 @@ MIN_PASSWORD_CHARS = 8
 
 class PasswordPolicyError(ValueError):
     """A new password or username does not meet the rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A successful password check: the user's ``sub`` and the hash the password matched."""
+
+    subject: str
+    password_hash: str
 
 
 class Passwords:
@@ -78,6 +93,11 @@ class UserDirectory:
 
     async def authenticate(self, username: str, password: str) -> str | None:
         """The user's id (``sub``) when the password matches, else None; constant work either way."""
+        login = await self.login(username, password)
+        return login.subject if login is not None else None
+
+    async def login(self, username: str, password: str) -> Login | None:
+        """:meth:`authenticate`, also returning the hash that matched (for :meth:`confirm`)."""
         try:
             name = normalize_username(username)
         except PasswordPolicyError:
@@ -92,11 +112,23 @@ class UserDirectory:
         )
         if not ok or row is None:
             return None
-        if self.passwords.needs_rehash(row.password_hash):
+        password_hash = str(row.password_hash)
+        if self.passwords.needs_rehash(password_hash):
             new_hash = await self.passwords.hash(password)
             async with self.db.transaction() as conn:
+                current = await self.store.by_id(conn, row.id, lock=True)
+                if current is None or current.password_hash != password_hash:
+                    return None  # the password changed meanwhile
                 await self.store.set_password_hash(conn, row.id, new_hash, int(time.time()))
-        return str(row.id)
+            password_hash = new_hash
+        return Login(str(row.id), password_hash)
+
+    async def confirm(self, conn: AsyncConnection, login: Login) -> bool:
+        """In the transaction that issues a login's tokens: the user is still enabled and still has
+        the password that was checked. Locks the user's row, so that ``set_password`` and
+        ``disable`` (which update it before revoking) are ordered before or after this login."""
+        row = await self.store.by_id(conn, login.subject, lock=True)
+        return row is not None and row.disabled_at is None and row.password_hash == login.password_hash
 
     async def create(self, username: str, password: str) -> str:
         name = normalize_username(username)
@@ -111,6 +143,20 @@ class UserDirectory:
                 conn, id=user_id, username=name, password_hash=password_hash, created_at=now, updated_at=now
             )
         return user_id
+
+    async def set_disabled(self, username: str, disabled: bool) -> tuple[str, bool]:
+        """Disable (or enable) a user: ``(subject, changed)``. Revoking the user's logins is the
+        caller's next step (:meth:`issuer.revocation.Revocation.revoke_subject`)."""
+        name = normalize_username(username)
+        now = int(time.time())
+        async with self.db.transaction() as conn:
+            row = await self.store.by_username(conn, name)
+            if row is None:
+                raise LookupError(f"no user {name!r}")
+            changed = (row.disabled_at is None) == disabled
+            if changed:
+                await self.store.set_disabled(conn, row.id, now if disabled else None, now)
+        return str(row.id), changed
 
     async def set_password(self, username: str, password: str) -> str:
         name = normalize_username(username)

@@ -23,19 +23,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store import refresh_pg
 from issuer.store.audit import AuditStore
+from issuer.store.bounded import stored_address
 from issuer.store.database import Database
-from issuer.store.tables import RefreshFamily, RefreshToken
+from issuer.store.tables import Client, RefreshFamily, RefreshToken, User
 
 __all__ = ["Outcome", "Presentation", "RefreshStore", "Rotation"]
 
 F = RefreshFamily.__table__  # type: ignore[attr-defined]
 T = RefreshToken.__table__  # type: ignore[attr-defined]
+U = User.__table__  # type: ignore[attr-defined]
+C = Client.__table__  # type: ignore[attr-defined]
+# A family is live only while its user and its client are not disabled: checked in the rotation's
+# own statement (two primary-key probes), so a login that escaped the revocation written by
+# `issuer users|clients disable` still cannot rotate.
+_SUBJECT_DISABLED = exists().where(U.c.id == F.c.subject, U.c.disabled_at.is_not(None))
+_CLIENT_DISABLED = exists().where(C.c.client_id == F.c.client_id, C.c.disabled_at.is_not(None))
 
 
 class _NotConsumable(Exception):
@@ -138,7 +146,7 @@ class RefreshStore:
                         T.c.client_id == p.client_id,
                         T.c.expires_at > p.now,
                     )
-                    .values(used_at=p.now, used_from=p.address)
+                    .values(used_at=p.now, used_from=stored_address(p.address))
                     .returning(T.c.family_id, T.c.scope)
                 )
             ).first()
@@ -147,7 +155,13 @@ class RefreshStore:
                 family = (
                     await conn.execute(
                         update(F)
-                        .where(F.c.id == consumed.family_id, F.c.revoked_at.is_(None), F.c.expires_at > p.now)
+                        .where(
+                            F.c.id == consumed.family_id,
+                            F.c.revoked_at.is_(None),
+                            F.c.expires_at > p.now,
+                            ~_SUBJECT_DISABLED,
+                            ~_CLIENT_DISABLED,
+                        )
                         .values(last_used_at=p.now)
                         .returning(F.c.subject, F.c.expires_at, F.c.created_at)
                     )
@@ -183,7 +197,7 @@ class RefreshStore:
                 digest=p.digest,
                 successor_digest=p.successor_digest,
                 client_id=p.client_id,
-                address=p.address,
+                address=stored_address(p.address),
                 now=p.now,
                 idle_ttl=p.idle_ttl,
             )
@@ -216,7 +230,7 @@ class RefreshStore:
                     owner=row.client_id,
                 )
                 return Rotation(Outcome.FOREIGN, row.family_id, row.subject)
-            if row.revoked_at is not None:
+            if row.revoked_at is not None or row.subject_disabled_at or row.client_disabled_at:
                 return Rotation(Outcome.REVOKED, row.family_id, row.subject)
             if row.family_expires_at <= p.now:
                 return Rotation(Outcome.EXPIRED, row.family_id, row.subject)
@@ -240,6 +254,8 @@ class RefreshStore:
                         row.family_created_at,
                     )
             # Reuse: revoke the whole family (RFC 9700 4.14.2) and say who presented what, when.
+            # The event is recorded in a SAVEPOINT with bounded values (AuditStore.record): it can
+            # never roll the revocation back, whatever the presentation's metadata.
             await self.revoke_family(conn, row.family_id, p.now, "refresh token reuse")
             await self.audit.record(
                 conn,
@@ -257,7 +273,8 @@ class RefreshStore:
             return Rotation(Outcome.REUSED, row.family_id, row.subject, None, row.family_expires_at)
 
     async def lookup(self, conn: AsyncConnection, digest: bytes) -> Row[Any] | None:
-        """A refresh token (by digest) with its family: for introspection and revocation."""
+        """A refresh token (by digest) with its family, and whether its user or client is disabled
+        (``subject_disabled_at``, ``client_disabled_at``): for introspection and revocation."""
         row = (
             await conn.execute(
                 select(
@@ -272,8 +289,12 @@ class RefreshStore:
                     F.c.created_at.label("family_created_at"),
                     F.c.expires_at.label("family_expires_at"),
                     F.c.revoked_at,
+                    U.c.disabled_at.label("subject_disabled_at"),
+                    C.c.disabled_at.label("client_disabled_at"),
                 )
                 .join(F, F.c.id == T.c.family_id)
+                .outerjoin(U, U.c.id == F.c.subject)
+                .outerjoin(C, C.c.client_id == F.c.client_id)
                 .where(T.c.digest == digest)
             )
         ).first()

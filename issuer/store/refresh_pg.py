@@ -10,9 +10,10 @@ the generic path, statement for statement:
 
 * the token is spent by ``UPDATE ... WHERE used_at IS NULL``: under concurrent presentations the
   row lock makes exactly one ``UPDATE`` match, the others see the row already used;
-* the family row is updated (and so locked) only while live, which orders the rotation against
-  a concurrent revocation; when it is not live the statement inserts no successor and the caller
-  rolls the transaction back, so the token is not spent;
+* the family row is updated (and so locked) only while live (not revoked, not expired, its user
+  and client not disabled), which orders the rotation against a concurrent revocation; when it
+  is not live the statement inserts no successor and the caller rolls the transaction back, so
+  the token is not spent;
 * the successor is inserted with its predecessor's scope; the caller then applies ``narrow`` and
   either rolls everything back (it raised) or rewrites the successor's scope when it shrank.
 """
@@ -51,6 +52,8 @@ WITH consumed AS (
     UPDATE refresh_families AS f SET last_used_at = $1::bigint
     FROM consumed
     WHERE f.id = consumed.family_id AND f.revoked_at IS NULL AND f.expires_at > $1::bigint
+      AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = f.subject AND u.disabled_at IS NOT NULL)
+      AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.client_id = f.client_id AND c.disabled_at IS NOT NULL)
     RETURNING f.subject, f.expires_at, f.created_at
 ), successor AS (
     INSERT INTO refresh_tokens (digest, family_id, client_id, scope, issued_at, expires_at)
@@ -100,6 +103,8 @@ async def consume(
     idle_ttl: int,
 ) -> Any:
     """Spend the token, lock its family, insert the successor; the row, or None if not live.
+
+    ``address`` must already be in its stored form (:func:`issuer.store.bounded.stored_address`).
 
     The row has ``family_id`` and ``scope`` of the spent token, and ``subject``, ``expires_at``,
     ``created_at`` of its family: all None when the family is not live (no successor inserted;

@@ -19,6 +19,17 @@ class UserStore:
     async def by_username(self, conn: AsyncConnection, username: str) -> Row[Any] | None:
         return (await conn.execute(select(T).where(T.c.username == username))).first()
 
+    async def by_id(self, conn: AsyncConnection, user_id: str, *, lock: bool = False) -> Row[Any] | None:
+        """The user ``user_id``; with ``lock``, its row is locked until the transaction ends
+        (PostgreSQL ``FOR UPDATE``; SQLite's writers are serialised by ``BEGIN IMMEDIATE``)."""
+        query = select(T).where(T.c.id == user_id)
+        return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+    async def set_disabled(
+        self, conn: AsyncConnection, user_id: str, disabled_at: int | None, now: int
+    ) -> None:
+        await conn.execute(update(T).where(T.c.id == user_id).values(disabled_at=disabled_at, updated_at=now))
+
     async def create(self, conn: AsyncConnection, **values: Any) -> None:
         await conn.execute(insert(T).values(**values))
 

@@ -76,7 +76,15 @@ click.UsageError.show = _show  # type: ignore[method-assign]
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Log verbosity.",
+    help="Log verbosity of the issuer (and of uvicorn's start/stop lines).",
+)
+@click.option(
+    "--log-libraries",
+    default=None,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log verbosity of third-party libraries (database drivers, SQLAlchemy, Redis, HTTP "
+    "clients) [default: warning, or --log-level when higher]. At debug they print SQL parameters "
+    "and rows; the redaction still applies, but raise it only to diagnose.",
 )
 @click.option(
     "--workers",
@@ -85,7 +93,7 @@ click.UsageError.show = _show  # type: ignore[method-assign]
     type=click.IntRange(1, 256),
     help="Worker processes (each a full issuer); more than 1 needs PostgreSQL.",
 )
-def serve(host: str, port: int, log_level: str, workers: int) -> None:
+def serve(host: str, port: int, log_level: str, log_libraries: str | None, workers: int) -> None:
     """Run the token server (HTTP) until interrupted; SIGTERM drains in-flight requests, then exits.
 
     On the embedded default (SQLite) the database is created or upgraded and a signing key
@@ -100,7 +108,7 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
     from issuer.logs import dict_config
 
     settings = load()
-    log_config = dict_config(log_level)  # JSON lines on stderr, secrets redacted (issuer.logs)
+    log_config = dict_config(log_level, log_libraries)  # JSON lines on stderr, secrets redacted (issuer.logs)
     logging.config.dictConfig(log_config)
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
     app: Any = create_app(settings) if workers == 1 else "issuer.app:create_app"

@@ -345,21 +345,26 @@ async def users_set_password(username: str) -> None:
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's settings table.")
 def settings_command(markdown: bool) -> None:
-    """Print every ISSUER_* setting with its default (or, without --markdown, its current value)."""
-    from issuer.settings import SPECS
+    """Print every ISSUER_* setting with its default (or, without --markdown, its current value).
 
+    Keys and tokens show as (set); the passwords in database and Redis URLs as ***.
+    """
+    from issuer.settings import SPECS, mask_url
+
+    urls = ("database_url", "redis_url")  # shown with their passwords masked
     if markdown:
         click.echo("| variable | default | meaning |")
         click.echo("|---|---|---|")
         for spec in SPECS:
-            default = f"`{spec.default}`" if spec.default is not None else "unset"
+            shown_default = mask_url(spec.default) if spec.default and spec.field in urls else spec.default
+            default = f"`{shown_default}`" if shown_default is not None else "unset"
             click.echo(f"| `{spec.env}` | {default} | {spec.doc} |")
         return
     current = load()
     for spec in SPECS:
         value = getattr(current, spec.field)
         secret = spec.field in ("key_encryption_key", "hmac_key", "metrics_token")
-        shown = "(set)" if secret and value else value
+        shown = "(set)" if secret and value else mask_url(value) if value and spec.field in urls else value
         click.echo(f"{spec.env}={'' if shown is None else shown}")
 
 

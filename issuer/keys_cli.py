@@ -25,7 +25,7 @@ import click
 from issuer import migrations, rotation
 from issuer.cli_support import run
 from issuer.keyfiles import KeyMaterial, b64decode, b64encode, load_key_material
-from issuer.settings import Settings, SettingsError, load
+from issuer.settings import Settings, SettingsError, load, mask_url
 from issuer.store.database import Database
 
 __all__ = ["keys", "main"]
@@ -42,8 +42,10 @@ class KeysError(click.ClickException):
 async def _database(settings: Settings) -> Database:
     try:
         db = Database(settings.database_url, pool_size=2, retry_after=settings.retry_after)
-    except Exception as error:  # a URL the driver refuses
-        raise SettingsError(f"ISSUER_DATABASE_URL: {error}") from None
+    except Exception as error:  # a URL the driver refuses; its message may quote the URL
+        raise SettingsError(
+            f"ISSUER_DATABASE_URL={mask_url(settings.database_url)} is refused ({type(error).__name__})"
+        ) from None
     try:
         async with db.transaction() as conn:
             current = await migrations.current(conn)

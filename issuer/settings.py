@@ -9,18 +9,44 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SPECS", "Settings", "SettingsError", "jwks_max_age", "load"]
+__all__ = ["SPECS", "Settings", "SettingsError", "jwks_max_age", "load", "mask_url"]
 
 SIGNING_ALGS = ("ES256", "RS256", "EdDSA")
 
 
 class SettingsError(ValueError):
     """A setting is missing, malformed, or contradicts another one."""
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SECRET_PARAM = re.compile(r"(?i)([?&][^=&]*(?:password|passwd|secret|token)[^=&]*=)[^&]*")
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """``url`` as it may be shown (``issuer settings``, error messages, logs): the password of its
+    userinfo and every ``?...password=`` / ``secret`` / ``token`` query value replaced by ``***``.
+
+    It errs on the side of hiding: the userinfo ends at the *last* ``@`` (a password with an
+    unencoded ``@``, ``/`` or ``?`` is still hidden), and a value that is not ``scheme://...``
+    shows only its scheme-like prefix (``postgres:/u:pw@h`` is ``postgres:***``), so an error
+    about a malformed URL never echoes a character of its password.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        prefix = _SCHEME.match(url)
+        return f"{prefix.group()}:{MASK}" if prefix and url[prefix.end() : prefix.end() + 1] == ":" else MASK
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:{MASK}@{hostpart}" if colon else rest
+    return f"{scheme}://{_SECRET_PARAM.sub(lambda m: m.group(1) + MASK, rest)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,8 +414,16 @@ def validate(settings: Settings) -> Settings:
     if not settings.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise SettingsError(
             "ISSUER_DATABASE_URL must start with sqlite:/// or postgresql:// "
-            f"(got {settings.database_url[:20]!r})"
+            f"(got {mask_url(settings.database_url)!r})"
         )
+    from issuer.store.database import async_url
+
+    try:
+        async_url(settings.database_url)
+    except Exception:  # the parser's message may quote the URL: name the setting, mask the value
+        raise SettingsError(
+            f"ISSUER_DATABASE_URL is not a valid database URL: {mask_url(settings.database_url)}"
+        ) from None
     if settings.redis_url:
         from issuer import redis_conn
 

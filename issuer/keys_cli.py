@@ -210,12 +210,11 @@ def _new_kek(new_kek_file: str | None, generate_to: Path | None) -> bytes:
             handle.write(b64encode(raw) + "\n")
         return raw
     if new_kek_file is not None:
-        try:
-            text = sys.stdin.readline() if new_kek_file == "-" else Path(new_kek_file).read_text()
-        except OSError as error:
-            raise KeysError(f"cannot read {new_kek_file}: {error.strerror}") from None
+        text = _read_kek_file(new_kek_file)
     else:
         text = os.environ[NEW_KEK_ENV]
+    if not _BASE64URL.fullmatch(text.strip()):  # b64decode alone would skip stray characters
+        raise KeysError("the new key-encryption key is not base64url")
     try:
         raw = b64decode(text)
     except ValueError:
@@ -223,6 +222,32 @@ def _new_kek(new_kek_file: str | None, generate_to: Path | None) -> bytes:
     if len(raw) != 32:
         raise KeysError(f"the new key-encryption key must decode to 32 bytes (got {len(raw)})")
     return raw
+
+
+KEK_FILE_LIMIT = 4096  # a key file is one line of 43 characters; anything this big is not one
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+def _read_kek_file(name: str) -> str:
+    """The text of ``--new-kek-file`` (``-``: standard input), read up to :data:`KEK_FILE_LIMIT`
+    bytes: a wrong path (a log, a device, a binary) fails in one line without being read whole."""
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.readline(KEK_FILE_LIMIT + 1)
+        else:
+            with open(name, "rb") as handle:
+                data = handle.read(KEK_FILE_LIMIT + 1)
+    except OSError as error:
+        raise KeysError(f"cannot read {name}: {error.strerror}") from None
+    if len(data) > KEK_FILE_LIMIT:
+        raise KeysError(f"{name} is larger than {KEK_FILE_LIMIT} bytes: not a key file")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeysError(f"{name} is not text (binary data): not a key file") from None
+    if len(text.split()) != 1:
+        raise KeysError(f"{name} must hold one line: the new key, 32 bytes in base64url")
+    return text
 
 
 @keys.command("rewrap")

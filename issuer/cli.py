@@ -97,19 +97,21 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     """Run the token server (HTTP) until interrupted; SIGTERM drains in-flight requests, then exits.
 
     On the embedded default (SQLite) the database is created or upgraded and a signing key
-    generated on first start; on PostgreSQL run `issuer db upgrade` first.
+    generated on first start; on PostgreSQL run `issuer db upgrade` first. ISSUER_URL must be
+    https, except on loopback (a warning) or with ISSUER_ALLOW_INSECURE_URL=true.
     """
     import logging.config
 
     import uvicorn
 
     from issuer.app import create_app
-    from issuer.deployment import check_workers
+    from issuer.deployment import check_url, check_workers
     from issuer.logs import dict_config
 
     settings = load()
     log_config = dict_config(log_level, log_libraries)  # JSON lines on stderr, secrets redacted (issuer.logs)
     logging.config.dictConfig(log_config)
+    check_url(settings)  # https, or http on loopback (a warning), or refused
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
     app: Any = create_app(settings) if workers == 1 else "issuer.app:create_app"
     uvicorn.run(

@@ -52,6 +52,7 @@ def mask_url(url: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Settings:
     url: str
+    allow_insecure_url: bool
     database_url: str
     redis_url: str | None
     keys_dir: Path
@@ -158,7 +159,17 @@ SPECS: tuple[Spec, ...] = (
         "ISSUER_URL",
         "http://127.0.0.1:8000",
         _str("ISSUER_URL"),
-        "The issuer identifier (`iss`), and the base of every URL in the metadata.",
+        "The issuer identifier (`iss`), and the base of every URL in the metadata. `issuer serve` "
+        "warns when it is `http` on loopback and refuses `http` on any other host.",
+    ),
+    Spec(
+        "allow_insecure_url",
+        "ISSUER_ALLOW_INSECURE_URL",
+        "false",
+        _bool("ISSUER_ALLOW_INSECURE_URL"),
+        "RISK: `true` lets `issuer serve` start with an `http` ISSUER_URL on a non-loopback host "
+        "(credentials and tokens in clear on the network; logged as a warning). For isolated test "
+        "networks only.",
     ),
     Spec(
         "database_url",

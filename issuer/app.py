@@ -14,7 +14,12 @@ from issuer.errors import IssuerError
 from issuer.http.health import healthz, readyz
 from issuer.http.observe import metrics, observe
 from issuer.http.openapi import openapi_config
-from issuer.http.responses import error_response, http_exception_response, internal_error_response
+from issuer.http.responses import (
+    common_headers,
+    error_response,
+    http_exception_response,
+    internal_error_response,
+)
 from issuer.http.revocation import introspect, revocations, revocations_post, revoke
 from issuer.http.token import token
 from issuer.http.wellknown import jwks, metadata
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         ],
         lifespan=[lifespan],
         middleware=[observe],  # request id, latency metrics, access line (issuer.http.observe)
+        before_send=[common_headers],  # X-Content-Type-Options: nosniff on every response
         logging_config=None,  # logging is `issuer serve`'s (issuer.logs), in every worker too
         exception_handlers={
             IssuerError: error_response,

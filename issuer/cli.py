@@ -77,7 +77,15 @@ click.UsageError.show = _show  # type: ignore[method-assign]
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Log verbosity.",
+    help="Log verbosity of the issuer (and of uvicorn's start/stop lines).",
+)
+@click.option(
+    "--log-libraries",
+    default=None,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log verbosity of third-party libraries (database drivers, SQLAlchemy, Redis, HTTP "
+    "clients) [default: warning, or --log-level when higher]. At debug they print SQL parameters "
+    "and rows; the redaction still applies, but raise it only to diagnose.",
 )
 @click.option(
     "--workers",
@@ -86,23 +94,25 @@ click.UsageError.show = _show  # type: ignore[method-assign]
     type=click.IntRange(1, 256),
     help="Worker processes (each a full issuer); more than 1 needs PostgreSQL.",
 )
-def serve(host: str, port: int, log_level: str, workers: int) -> None:
+def serve(host: str, port: int, log_level: str, log_libraries: str | None, workers: int) -> None:
     """Run the token server (HTTP) until interrupted; SIGTERM drains in-flight requests, then exits.
 
     On the embedded default (SQLite) the database is created or upgraded and a signing key
-    generated on first start; on PostgreSQL run `issuer db upgrade` first.
+    generated on first start; on PostgreSQL run `issuer db upgrade` first. ISSUER_URL must be
+    https, except on loopback (a warning) or with ISSUER_ALLOW_INSECURE_URL=true.
     """
     import logging.config
 
     import uvicorn
 
     from issuer.app import create_app
-    from issuer.deployment import check_workers
+    from issuer.deployment import check_url, check_workers
     from issuer.logs import dict_config
 
     settings = load()
-    log_config = dict_config(log_level)  # JSON lines on stderr, secrets redacted (issuer.logs)
+    log_config = dict_config(log_level, log_libraries)  # JSON lines on stderr, secrets redacted (issuer.logs)
     logging.config.dictConfig(log_config)
+    check_url(settings)  # https, or http on loopback (a warning), or refused
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
     app: Any = create_app(settings) if workers == 1 else "issuer.app:create_app"
     uvicorn.run(
@@ -415,21 +425,26 @@ async def users_enable(username: str) -> None:
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's settings table.")
 def settings_command(markdown: bool) -> None:
-    """Print every ISSUER_* setting with its default (or, without --markdown, its current value)."""
-    from issuer.settings import SPECS
+    """Print every ISSUER_* setting with its default (or, without --markdown, its current value).
 
+    Keys and tokens show as (set); the passwords in database and Redis URLs as ***.
+    """
+    from issuer.settings import SPECS, mask_url
+
+    urls = ("database_url", "redis_url")  # shown with their passwords masked
     if markdown:
         click.echo("| variable | default | meaning |")
         click.echo("|---|---|---|")
         for spec in SPECS:
-            default = f"`{spec.default}`" if spec.default is not None else "unset"
+            shown_default = mask_url(spec.default) if spec.default and spec.field in urls else spec.default
+            default = f"`{shown_default}`" if shown_default is not None else "unset"
             click.echo(f"| `{spec.env}` | {default} | {spec.doc} |")
         return
     current = load()
     for spec in SPECS:
         value = getattr(current, spec.field)
         secret = spec.field in ("key_encryption_key", "hmac_key", "metrics_token")
-        shown = "(set)" if secret and value else value
+        shown = "(set)" if secret and value else mask_url(value) if value and spec.field in urls else value
         click.echo(f"{spec.env}={'' if shown is None else shown}")
 
 

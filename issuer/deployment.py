@@ -1,4 +1,9 @@
-"""Running many issuers at once: what ``issuer serve --workers N`` accepts, and why.
+"""Running issuers: what ``issuer serve`` accepts (its URL, ``--workers N``), and why.
+
+``ISSUER_URL`` is where clients send credentials and receive tokens, so it is ``https`` in any
+real deployment (TLS at the issuer or at a proxy in front of it). :func:`check_url` warns about
+``http`` on a loopback host (127.0.0.0/8, ::1, ``localhost``: local development and tests) and
+refuses ``http`` on any other host unless ``ISSUER_ALLOW_INSECURE_URL=true`` (then it warns).
 
 Every worker process (and every host) is a full, stateless :class:`~issuer.runtime.Runtime`:
 the database holds everything durable, Redis the shared fast state, so N processes behave as one
@@ -15,11 +20,13 @@ server. Two setups are refused or flagged here, before any worker starts:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from urllib.parse import urlsplit
 
 from issuer.settings import Settings, SettingsError
 
-__all__ = ["check_workers"]
+__all__ = ["check_url", "check_workers", "is_loopback"]
 
 log = logging.getLogger("issuer")
 
@@ -39,3 +46,41 @@ def check_workers(settings: Settings, workers: int) -> None:
             "and key changes within ISSUER_KEY_RELOAD_INTERVAL (set ISSUER_REDIS_URL to share them at once)",
             workers,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, or an IPv4 address in 127.0.0.0/8, or ::1 (brackets allowed)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(settings: Settings) -> None:
+    """Warn about an ``http`` ISSUER_URL on loopback; raise :class:`SettingsError` for one on any
+    other host, unless ``ISSUER_ALLOW_INSECURE_URL`` (then warn)."""
+    parts = urlsplit(settings.url)
+    if parts.scheme == "https":
+        return
+    host = parts.hostname or ""
+    if is_loopback(host):
+        log.warning(
+            "ISSUER_URL=%s is not https: fine on loopback for development, but clients on other hosts "
+            "need an https issuer",
+            settings.url,
+        )
+        return
+    if not settings.allow_insecure_url:
+        raise SettingsError(
+            f"ISSUER_URL={settings.url} is http on a host that is not loopback: clients would send "
+            "credentials and receive tokens in clear; use an https URL (TLS here or at a proxy in "
+            "front), or set ISSUER_ALLOW_INSECURE_URL=true on an isolated test network"
+        )
+    log.warning(
+        "ISSUER_URL=%s is http on a host that is not loopback (ISSUER_ALLOW_INSECURE_URL=true): "
+        "credentials and tokens cross the network in clear",
+        settings.url,
+    )

@@ -25,7 +25,7 @@ import click
 from issuer import migrations, rotation
 from issuer.cli_support import run
 from issuer.keyfiles import KeyMaterial, b64decode, b64encode, load_key_material
-from issuer.settings import Settings, SettingsError, load
+from issuer.settings import Settings, SettingsError, load, mask_url
 from issuer.store.database import Database
 
 __all__ = ["keys", "main"]
@@ -42,8 +42,10 @@ class KeysError(click.ClickException):
 async def _database(settings: Settings) -> Database:
     try:
         db = Database(settings.database_url, pool_size=2, retry_after=settings.retry_after)
-    except Exception as error:  # a URL the driver refuses
-        raise SettingsError(f"ISSUER_DATABASE_URL: {error}") from None
+    except Exception as error:  # a URL the driver refuses; its message may quote the URL
+        raise SettingsError(
+            f"ISSUER_DATABASE_URL={mask_url(settings.database_url)} is refused ({type(error).__name__})"
+        ) from None
     try:
         async with db.transaction() as conn:
             current = await migrations.current(conn)
@@ -208,12 +210,11 @@ def _new_kek(new_kek_file: str | None, generate_to: Path | None) -> bytes:
             handle.write(b64encode(raw) + "\n")
         return raw
     if new_kek_file is not None:
-        try:
-            text = sys.stdin.readline() if new_kek_file == "-" else Path(new_kek_file).read_text()
-        except OSError as error:
-            raise KeysError(f"cannot read {new_kek_file}: {error.strerror}") from None
+        text = _read_kek_file(new_kek_file)
     else:
         text = os.environ[NEW_KEK_ENV]
+    if not _BASE64URL.fullmatch(text.strip()):  # b64decode alone would skip stray characters
+        raise KeysError("the new key-encryption key is not base64url")
     try:
         raw = b64decode(text)
     except ValueError:
@@ -221,6 +222,32 @@ def _new_kek(new_kek_file: str | None, generate_to: Path | None) -> bytes:
     if len(raw) != 32:
         raise KeysError(f"the new key-encryption key must decode to 32 bytes (got {len(raw)})")
     return raw
+
+
+KEK_FILE_LIMIT = 4096  # a key file is one line of 43 characters; anything this big is not one
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+def _read_kek_file(name: str) -> str:
+    """The text of ``--new-kek-file`` (``-``: standard input), read up to :data:`KEK_FILE_LIMIT`
+    bytes: a wrong path (a log, a device, a binary) fails in one line without being read whole."""
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.readline(KEK_FILE_LIMIT + 1)
+        else:
+            with open(name, "rb") as handle:
+                data = handle.read(KEK_FILE_LIMIT + 1)
+    except OSError as error:
+        raise KeysError(f"cannot read {name}: {error.strerror}") from None
+    if len(data) > KEK_FILE_LIMIT:
+        raise KeysError(f"{name} is larger than {KEK_FILE_LIMIT} bytes: not a key file")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeysError(f"{name} is not text (binary data): not a key file") from None
+    if len(text.split()) != 1:
+        raise KeysError(f"{name} must hold one line: the new key, 32 bytes in base64url")
+    return text
 
 
 @keys.command("rewrap")

@@ -12,9 +12,14 @@ Redaction is structural, not a promise of the call sites:
   ``assertion``, ``kek`` or ``hmac``) is dropped, whatever its value;
 * the message, every string value and any traceback are scrubbed of anything shaped like a
   credential (:data:`CREDENTIAL_SHAPES`: our refresh tokens ``irt_...`` and client secrets
-  ``ics_...``, JWTs, ``Bearer``/``Basic`` credentials, ``password=``/``secret=``-style pairs);
+  ``ics_...``, JWTs, ``Bearer``/``Basic`` credentials, ``password=``/``secret=``-style pairs,
+  password hashes in modular-crypt form (``$argon2id$...``, ``$2b$...``, ``$scrypt$...``,
+  ``pbkdf2_sha256$...``), and long hex, base64 or ``b'...'`` blobs such as key ciphertext);
 * nothing in the issuer logs request bodies or headers (the access line names method, path,
-  status, duration, grant and client id only).
+  status, duration, grant and client id only);
+* third-party loggers (the database drivers print SQL parameters and rows at debug level) stay
+  at warning whatever ``--log-level`` says, unless the operator raises them on purpose
+  (``issuer serve --log-libraries debug``); what they print is scrubbed like the rest.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "CREDENTIAL_SHAPES",
+    "LIBRARY_LOGGERS",
     "SENSITIVE_NAMES",
     "JsonFormatter",
     "RequestContext",
@@ -58,6 +64,17 @@ CREDENTIAL_SHAPES = re.compile(
     r"|(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]+"  # Authorization header values
     r"|(?i:password|passwd|secret|token|client_secret|refresh_token|access_token)"
     r"(?:['\"]?\s*[=:]\s*)['\"]?[^\s&'\",;)}]+"  # name=value pairs (forms, reprs)
+    # password hashes, modular-crypt form: argon2, bcrypt, scrypt, yescrypt, sha-crypt, passlib's
+    # and Django's pbkdf2 (the hash itself, not only the salt, must not leave the database)
+    r"|\$(?:argon2(?:id|i|d)|2[abxy]?|scrypt|7|y|gy|5|6|pbkdf2(?:-sha\d+)?)\$[^\s'\"\\;&)}\]]+"
+    r"|(?i:pbkdf2_sha\d+|scrypt|argon2)\$[^\s'\"\\;&)}\]]+"
+    # blobs that look like key material or ciphertext: a printed bytes value (``b'...'``, also
+    # when SQLAlchemy truncated it), 48+ hex digits (PostgreSQL prints bytea as ``\x...``), and
+    # 64+ base64 characters mixing upper and lower case and digits (so that paths stay readable)
+    r"|\bb'(?:[^'\\]|\\.){12,}'|\bb\"(?:[^\"\\]|\\.){12,}\""
+    r"|(?:\\x|\b)[0-9A-Fa-f]{48,}\b"
+    r"|(?<![A-Za-z0-9+/_=-])(?=[A-Za-z0-9+/_-]*[A-Z])(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*[0-9])"
+    r"[A-Za-z0-9+/_-]{64,}={0,2}"
 )
 
 REDACTED = "[redacted]"
@@ -153,10 +170,42 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=lambda v: scrub(repr(v)))
 
 
-def dict_config(level: str = "info") -> dict[str, Any]:
+#: Loggers that are not the issuer's own (the drivers, the ORM, the HTTP and Redis clients,
+#: migrations, the framework, the event loop). They log at warning unless ``--log-libraries`` says
+#: otherwise: at debug, aiosqlite prints every statement with its parameters and SQLAlchemy every
+#: row. uvicorn's ``uvicorn.error`` (start, stop, worker lifecycle) follows ``--log-level``.
+LIBRARY_LOGGERS = (
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "alembic",
+    "redis",
+    "httpx",
+    "httpcore",
+    "litestar",
+    "uvicorn",
+    "asyncio",
+    "multipart",
+)
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def dict_config(level: str = "info", libraries: str | None = None) -> dict[str, Any]:
     """A :func:`logging.config.dictConfig` that sends every logger (the issuer's, uvicorn's, the
     libraries') through one JSON handler on stderr; ``issuer serve`` hands it to uvicorn too, so
-    each worker process applies it."""
+    each worker process applies it.
+
+    ``level`` is the issuer's (``issuer.*`` and ``uvicorn.error``); ``libraries`` is every other
+    logger's, the root's included: by default warning, or ``level`` when that is higher.
+    """
+    if libraries is None:
+        libraries = max("warning", level, key=_LEVELS.index)
+    loggers: dict[str, Any] = {name: {"level": libraries.upper()} for name in LIBRARY_LOGGERS}
+    loggers["issuer"] = {"level": level.upper()}
+    loggers["uvicorn"] = {"handlers": [], "propagate": True, "level": libraries.upper()}
+    loggers["uvicorn.error"] = {"handlers": [], "propagate": True, "level": level.upper()}
+    loggers["uvicorn.access"] = {"handlers": [], "propagate": True}
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -164,9 +213,6 @@ def dict_config(level: str = "info") -> dict[str, Any]:
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
         },
-        "root": {"handlers": ["stderr"], "level": level.upper()},
-        "loggers": {
-            name: {"handlers": [], "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-        },
+        "root": {"handlers": ["stderr"], "level": libraries.upper()},
+        "loggers": loggers,
     }

@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, unquote
 
 import redis
 import redis.asyncio as aioredis
+import redis.connection
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import ClusterPubSub as AsyncClusterPubSub
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -87,6 +88,10 @@ def parse(url: str) -> RedisTarget:
     Secrets in the URL never appear in the message.
     """
     if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # what from_url does
+        except ValueError:  # its message may quote parts of the URL
+            raise ValueError("is not a valid Redis URL (check the host, port and database)") from None
         return RedisTarget("single", url=url)
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("redis+sentinel", "redis+cluster"):

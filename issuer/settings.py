@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SPECS", "Settings", "SettingsError", "jwks_max_age", "load"]
+__all__ = ["SPECS", "Settings", "SettingsError", "jwks_max_age", "load", "mask_url"]
 
 SIGNING_ALGS = ("ES256", "RS256", "EdDSA")
 
@@ -24,9 +24,35 @@ class SettingsError(ValueError):
     """A setting is missing, malformed, or contradicts another one."""
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SECRET_PARAM = re.compile(r"(?i)([?&][^=&]*(?:password|passwd|secret|token)[^=&]*=)[^&]*")
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """``url`` as it may be shown (``issuer settings``, error messages, logs): the password of its
+    userinfo and every ``?...password=`` / ``secret`` / ``token`` query value replaced by ``***``.
+
+    It errs on the side of hiding: the userinfo ends at the *last* ``@`` (a password with an
+    unencoded ``@``, ``/`` or ``?`` is still hidden), and a value that is not ``scheme://...``
+    shows only its scheme-like prefix (``postgres:/u:pw@h`` is ``postgres:***``), so an error
+    about a malformed URL never echoes a character of its password.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        prefix = _SCHEME.match(url)
+        return f"{prefix.group()}:{MASK}" if prefix and url[prefix.end() : prefix.end() + 1] == ":" else MASK
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:{MASK}@{hostpart}" if colon else rest
+    return f"{scheme}://{_SECRET_PARAM.sub(lambda m: m.group(1) + MASK, rest)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     url: str
+    allow_insecure_url: bool
     database_url: str
     redis_url: str | None
     keys_dir: Path
@@ -136,7 +162,17 @@ SPECS: tuple[Spec, ...] = (
         "ISSUER_URL",
         "http://127.0.0.1:8000",
         _str("ISSUER_URL"),
-        "The issuer identifier (`iss`), and the base of every URL in the metadata.",
+        "The issuer identifier (`iss`), and the base of every URL in the metadata. `issuer serve` "
+        "warns when it is `http` on loopback and refuses `http` on any other host.",
+    ),
+    Spec(
+        "allow_insecure_url",
+        "ISSUER_ALLOW_INSECURE_URL",
+        "false",
+        _bool("ISSUER_ALLOW_INSECURE_URL"),
+        "RISK: `true` lets `issuer serve` start with an `http` ISSUER_URL on a non-loopback host "
+        "(credentials and tokens in clear on the network; logged as a warning). For isolated test "
+        "networks only.",
     ),
     Spec(
         "database_url",
@@ -392,8 +428,16 @@ def validate(settings: Settings) -> Settings:
     if not settings.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise SettingsError(
             "ISSUER_DATABASE_URL must start with sqlite:/// or postgresql:// "
-            f"(got {settings.database_url[:20]!r})"
+            f"(got {mask_url(settings.database_url)!r})"
         )
+    from issuer.store.database import async_url
+
+    try:
+        async_url(settings.database_url)
+    except Exception:  # the parser's message may quote the URL: name the setting, mask the value
+        raise SettingsError(
+            f"ISSUER_DATABASE_URL is not a valid database URL: {mask_url(settings.database_url)}"
+        ) from None
     if settings.redis_url:
         from issuer import redis_conn
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from issuer.deployment import check_url
 from issuer.settings import SPECS, SettingsError, load
+from tests import support
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +40,7 @@ def test_defaults() -> None:
         ({"ISSUER_REDIS_URL": "http://x"}, "ISSUER_REDIS_URL"),
         ({"ISSUER_REFRESH_IDLE_TTL": "7200", "ISSUER_REFRESH_ABSOLUTE_TTL": "3600"}, "must not exceed"),
         ({"ISSUER_REFRESH_GRACE": "301"}, "ISSUER_REFRESH_GRACE"),
+        ({"ISSUER_ALLOW_INSECURE_URL": "maybe"}, "ISSUER_ALLOW_INSECURE_URL='maybe' is not a boolean"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
@@ -72,3 +77,150 @@ def test_the_readme_lists_every_setting_with_its_default() -> None:
     assert table in readme, "README settings table is stale: paste `issuer settings --markdown` into it"
     for spec in SPECS:
         assert f"`{spec.env}`" in readme
+
+
+# ---------------------------------------------------------------- credentials are masked where shown
+
+DB_PASSWORD = "Zq9xWv7Kp"  # characters that occur nowhere else in the output
+REDIS_PASSWORD = "Hy4mNb8Tc"
+QUERY_SECRET = "Lr6uDs3Fe"
+
+
+def _windows(secret: str, size: int = 3) -> list[str]:
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
+    env.update(values)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("database_url", "redis_url", "shown"),
+    [
+        (
+            f"postgresql://issuer:{DB_PASSWORD}@db.internal:5432/issuer?sslmode=require&password={QUERY_SECRET}",
+            f"redis://:{REDIS_PASSWORD}@cache.internal:6379/0",
+            [
+                "ISSUER_DATABASE_URL=postgresql://issuer:***@db.internal:5432/issuer?sslmode=require&password=***",
+                "ISSUER_REDIS_URL=redis://:***@cache.internal:6379/0",
+            ],
+        ),
+        (
+            f"postgresql://issuer:{DB_PASSWORD[:4]}@/{DB_PASSWORD[4:]}@db.internal/issuer",  # raw @, /
+            f"redis+sentinel://app:{REDIS_PASSWORD}@s1:26379,s2/main?sentinel_password={QUERY_SECRET}",
+            [
+                "ISSUER_DATABASE_URL=postgresql://issuer:***@db.internal/issuer",
+                "ISSUER_REDIS_URL=redis+sentinel://app:***@s1:26379,s2/main?sentinel_password=***",
+            ],
+        ),
+    ],
+    ids=["userinfo and ?password=", "unencoded separators, sentinel password"],
+)
+def test_settings_mask_credentials(database_url: str, redis_url: str, shown: list[str]) -> None:
+    """Issue 14, point 7: `issuer settings` shows database and Redis URLs without their passwords
+    (and the --markdown table's defaults go through the same mask)."""
+    env = _env(ISSUER_DATABASE_URL=database_url, ISSUER_REDIS_URL=redis_url)
+    for args in (("settings",), ("settings", "--markdown")):
+        result = subprocess.run(
+            [str(ROOT / ".venv/bin/issuer"), *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        for secret in (DB_PASSWORD, REDIS_PASSWORD, QUERY_SECRET):
+            assert not any(w in result.stdout + result.stderr for w in _windows(secret)), args
+        if args == ("settings",):
+            assert all(line in result.stdout.splitlines() for line in shown), result.stdout
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        f"mysql://issuer:{DB_PASSWORD}@db/issuer",  # unsupported scheme
+        f"postgres:/issuer:{DB_PASSWORD}@db/issuer",  # a slash short
+        f"{DB_PASSWORD}@db/issuer",  # no scheme at all
+        f"postgresql://issuer:{DB_PASSWORD}@db:54x2/issuer",  # the port is not a number
+        f"postgresql://issuer:{DB_PASSWORD}@[::1/issuer",  # an unclosed IPv6 literal
+    ],
+)
+def test_a_bad_database_url_error_never_echoes_its_password(database_url: str) -> None:
+    """Issue 14, point 7: the one-line error names the setting and shows no character run of the
+    password, whatever is wrong with the URL (the old message echoed its first 20 characters)."""
+    for run in (
+        lambda env: subprocess.run(
+            [str(ROOT / ".venv/bin/issuer"), "settings"], env=env, capture_output=True, text=True, timeout=60
+        ),
+        lambda env: subprocess.run(
+            [str(ROOT / ".venv/bin/python"), str(ROOT / "scripts/rotate_keys.py"), "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ),
+    ):
+        result = run(_env(ISSUER_DATABASE_URL=database_url))
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "ISSUER_DATABASE_URL" in lines[0], result.stderr
+        assert not any(w in result.stdout + result.stderr for w in _windows(DB_PASSWORD)), lines[0]
+
+
+def test_a_bad_redis_url_error_never_echoes_its_password() -> None:
+    with pytest.raises(SettingsError, match="ISSUER_REDIS_URL") as raised:
+        load({"ISSUER_REDIS_URL": f"redis://:{REDIS_PASSWORD}@cache:63x9/0"})
+    assert not any(w in str(raised.value) for w in _windows(REDIS_PASSWORD))
+
+
+# ---------------------------------------------------------------- ISSUER_URL: https, or loopback
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://issuer.example.com", "http://10.0.0.5:8000", "http://[2001:db8::1]:8000", "http://0.0.0.0"],
+)
+def test_insecure_issuer_url_refused_outside_loopback(url: str, tmp_path: Path) -> None:
+    """Issue 14, point 9: `issuer serve` with an http ISSUER_URL on a host that is not loopback
+    stops at once with one line naming the setting and the opt-out."""
+    env = _env(
+        ISSUER_URL=url,
+        ISSUER_KEYS_DIR=str(tmp_path / "keys"),
+        ISSUER_DATABASE_URL=f"sqlite:///{tmp_path}/i.db",
+    )
+    result = support.run_cli(env, "serve", "--port", str(support.free_port()), cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("issuer: error: bad setting: ISSUER_URL="), result.stderr
+    assert "ISSUER_ALLOW_INSECURE_URL=true" in lines[0] and "https" in lines[0]
+    assert not (tmp_path / "i.db").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://127.0.0.1:8000", True),
+        ("http://127.8.9.10", True),
+        ("http://localhost:8000", True),
+        ("http://[::1]:8000", True),
+        ("https://issuer.example.com", False),
+        ("https://127.0.0.1:8443", False),
+    ],
+)
+def test_insecure_issuer_url_on_loopback_is_a_warning(
+    url: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="issuer"):
+        check_url(load({"ISSUER_URL": url}))
+    assert any("is not https" in r.getMessage() for r in caplog.records) is warned
+
+
+def test_insecure_issuer_url_on_loopback_serves_and_warns(server: support.ServerProcess) -> None:
+    """The test servers' own http://127.0.0.1:PORT keeps working; the log says it is not https."""
+    assert server.url.startswith("http://127.0.0.1:")
+    assert f"ISSUER_URL={server.url} is not https" in server.log()
+
+
+def test_insecure_issuer_url_allowed_when_opted_out(server_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**server_env, "ISSUER_URL": "http://issuer.test.internal", "ISSUER_ALLOW_INSECURE_URL": "true"}
+    with support.running_server(env, tmp_path / "server.log") as server:
+        log = server.log()
+    assert "ISSUER_URL=http://issuer.test.internal is http on a host that is not loopback" in log

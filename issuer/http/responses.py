@@ -1,4 +1,5 @@
-"""Rendering: token and error JSON with the headers RFC 6749 5.1/5.2 require, in one place."""
+"""Rendering: token and error JSON with the headers RFC 6749 5.1/5.2 require, in one place; and
+the headers every response carries (:func:`common_headers`: ``X-Content-Type-Options: nosniff``)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,34 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import Message, Scope
 
 from issuer.errors import InvalidClient, IssuerError, RateLimited, TemporarilyUnavailable
 
-__all__ = ["error_response", "http_exception_response", "internal_error_response", "json_response"]
+__all__ = [
+    "COMMON_HEADERS",
+    "common_headers",
+    "error_response",
+    "http_exception_response",
+    "internal_error_response",
+    "json_response",
+]
 
 log = logging.getLogger("issuer.http")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _encode = msgspec.json.Encoder().encode
+
+#: On every response of the app: no browser may guess a content type other than the one sent
+#: (a JSON error echoing input must never be sniffed into HTML or script).
+COMMON_HEADERS = ((b"x-content-type-options", b"nosniff"),)
+
+
+async def common_headers(message: Message, scope: Scope) -> None:
+    """Litestar ``before_send`` hook: adds :data:`COMMON_HEADERS` to every response start, also
+    the router's 404/405 and the exception handlers' answers, which no middleware sees."""
+    if message["type"] == "http.response.start":
+        message["headers"] = [*message.get("headers", ()), *COMMON_HEADERS]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from issuer.store.database import async_url
+from issuer.store.database import async_url, secure_sqlite_file
 from issuer.store.tables import metadata
 
 config = context.config
@@ -27,6 +27,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _online() -> None:
+    secure_sqlite_file(config.attributes["database_url"])  # created 0600 before SQLite opens it
     engine = create_async_engine(async_url(config.attributes["database_url"]), poolclass=NullPool)
     try:
         async with engine.connect() as connection:

@@ -1,7 +1,8 @@
 """The database: one async SQLAlchemy engine over the SQLModel tables, and the outage boundary.
 
 ``sqlite:///PATH`` runs on aiosqlite (WAL, ``BEGIN IMMEDIATE`` so that writers queue instead of
-failing), ``postgresql://`` on asyncpg. Hot paths use SQLAlchemy Core statements on
+failing; the file and its ``-wal``/``-shm``/``-journal`` companions are owner-only, see
+:func:`secure_sqlite_file`), ``postgresql://`` on asyncpg. Hot paths use SQLAlchemy Core statements on
 :class:`AsyncConnection`, never an ORM session. Driver errors that mean "the database is not
 there" become :class:`issuer.errors.TemporarilyUnavailable` here, where they are caught; text the
 database cannot store (PostgreSQL refuses a NUL) becomes :class:`issuer.errors.InvalidRequest`, as
@@ -11,6 +12,9 @@ a second line behind the edge's syntax checks (:mod:`issuer.http.edge`).
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,11 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from issuer.errors import InvalidRequest, TemporarilyUnavailable
 
-__all__ = ["Database", "async_url", "is_bad_text", "is_outage"]
+__all__ = ["Database", "async_url", "is_bad_text", "is_outage", "secure_sqlite_file"]
+
+log = logging.getLogger("issuer.store")
 
 # SQLSTATE 22021 character_not_in_repertoire ("invalid byte sequence for encoding UTF8: 0x00"),
 # 22P05 untranslatable_character: the value, not the database, is at fault.
 BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
+
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
 def async_url(url: str) -> str:
@@ -38,6 +46,36 @@ def async_url(url: str) -> str:
     if parsed.get_backend_name() == "postgresql":
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+
+
+def secure_sqlite_file(url: str) -> None:
+    """Make the SQLite database of ``url`` owner-only (0600), like ``keys/``: it holds password
+    hashes, client-secret digests and the encrypted signing keys.
+
+    A missing file is created empty with mode 0600 before SQLite or Alembic opens it (SQLite
+    creates ``-wal``, ``-shm`` and ``-journal`` with the mode of the database file, so they follow);
+    an existing file or companion that others may read is narrowed to 0600, with a warning. A
+    path that cannot be opened is left for SQLite to report. Other URLs are left alone.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:
+        return
+    for suffix in SQLITE_COMPANIONS:
+        name = path + suffix
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, 0o600)
+                log.warning("%s was readable by others (mode %o): made it 0600", name, mode)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            log.warning("cannot make %s owner-only: %s", name, error.strerror)
 
 
 def is_outage(error: BaseException) -> bool:
@@ -71,6 +109,7 @@ class Database:
         self.dialect = make_url(async_url(url)).get_backend_name()
         kwargs: dict[str, Any] = {}
         if self.dialect == "sqlite":
+            secure_sqlite_file(url)
             kwargs["connect_args"] = {"timeout": 10}
             kwargs["pool_size"] = min(pool_size, 5)
         else:

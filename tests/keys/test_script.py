@@ -157,6 +157,48 @@ def test_rewrap_takes_the_new_key_from_the_environment_or_a_file(env: dict[str, 
     assert run({**env, "ISSUER_KEY_ENCRYPTION_KEY": third}, "rotate", "--force").returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        (b"A" * 5000, "larger than 4096 bytes"),  # a log file given by mistake
+        (b"\x00\x01\xfe\xff" * 16, "not text"),  # a binary (a DER key, an image)
+        (b"", "one line"),
+        (b"not a key at all", "one line"),
+        (b"!!" + b64encode(b"\x05" * 32).encode() + b"\n", "not base64url"),  # b64decode would skip "!!"
+        (b64encode(b"\x05" * 16).encode() + b"\n", "32 bytes"),
+    ],
+    ids=["too large", "binary", "empty", "words", "stray characters", "too short"],
+)
+def test_rewrap_new_kek_file_bounded(
+    env: dict[str, str], tmp_path: Path, content: bytes, expect: str
+) -> None:
+    """Issue 14, point 9: ``--new-kek-file`` reads at most 4 KiB, and a file that is not one
+    base64url key fails with one line and a non-zero exit, as does the same on stdin; nothing is
+    re-wrapped."""
+    run(env, "rotate")
+    before = keys_of(env)
+    path = tmp_path / "kek.candidate"
+    path.write_bytes(content)
+    assert expect in one_line_error(run(env, "rewrap", "--new-kek-file", str(path)))
+    piped = subprocess.run(
+        [sys.executable, SCRIPT, "rewrap", "--new-kek-file", "-"],
+        env=env,
+        input=content,
+        capture_output=True,
+        timeout=60,
+    )
+    assert piped.returncode != 0
+    lines = piped.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rotate_keys.py: error: "), piped.stderr
+    assert keys_of(env) == before
+    assert run(env, "rotate", "--force").returncode == 0  # still wrapped under the old key
+
+
+def test_rewrap_new_kek_file_reads_no_more_than_its_bound(env: dict[str, str]) -> None:
+    """/dev/zero never ends: the bounded read stops after 4 KiB and fails in one line."""
+    assert "larger than 4096 bytes" in one_line_error(run(env, "rewrap", "--new-kek-file", "/dev/zero"))
+
+
 def test_a_kid_that_begins_with_a_dash_is_a_kid_not_an_option(
     tmp_path: Path, key_env: dict[str, str]
 ) -> None:

@@ -9,11 +9,14 @@ raw and form-encoded.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import re
+import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -25,6 +28,8 @@ from tests import support
 PASSWORD = "correct horse battery staple"
 BOB_PASSWORD = "p@ss w0rd & more=stuff"
 METRICS_TOKEN = "mt-" + "Qw3rTy7UiOp9AsDf"
+_CIPHERTEXT = bytes.fromhex("9f3c1a") + bytes(range(256))[7:170]  # 166 bytes, like an ES256 key's
+_TRUNCATED = repr(_CIPHERTEXT)[:150] + " ... (300 characters truncated) ... " + repr(_CIPHERTEXT)[-150:]
 
 
 def _client(env: dict[str, str], cwd: Path, *grants: str, introspect: bool = False) -> tuple[str, str]:
@@ -193,6 +198,100 @@ def test_a_full_scenario_logs_json_lines_and_no_secret(
             assert form not in text, f"a secret ({len(secret)} characters) is in the server log"
 
 
+# ---------------------------------------------------------------- what the database holds
+
+
+def _stored_secrets(database_url: str) -> tuple[list[str], list[bytes]]:
+    """The users' argon2id hashes and the signing keys' encrypted private keys, as stored."""
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            hashes = [row[0] for row in conn.execute("SELECT password_hash FROM users")]
+            keys = [bytes(row[0]) for row in conn.execute("SELECT private_key FROM signing_keys")]
+        return hashes, keys
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        hashes = [row[0] for row in conn.execute("SELECT password_hash FROM users")]
+        keys = [bytes(row[0]) for row in conn.execute("SELECT private_key FROM signing_keys")]
+    return hashes, keys
+
+
+def _encodings(raw: bytes) -> list[str]:
+    """Every way a driver or SQLAlchemy might print bytes: hex in either case (PostgreSQL's
+    ``bytea`` output is hex), the repr of bytes, standard and URL-safe base64."""
+    return [
+        raw.hex(),
+        raw.hex().upper(),
+        repr(raw)[2:-1],
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode(),
+    ]
+
+
+def _windows(text: str, size: int = 24) -> set[str]:
+    """Every ``size``-character slice of ``text`` (a truncated print shows only part of a value)."""
+    return {text[i : i + size] for i in range(0, max(1, len(text) - size + 1))}
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+@pytest.mark.parametrize("libraries", [None, "debug"], ids=["libraries quiet", "--log-libraries debug"])
+def test_debug_logs_hold_no_password_hash_or_key_ciphertext(
+    database_url: str, tmp_path: Path, key_env: dict[str, str], libraries: str | None
+) -> None:
+    """Issue 14, point 7: at ``--log-level debug`` the database driver's loggers (SQL parameters
+    and result rows) stay at warning; asked to speak (``--log-libraries debug``), what they print
+    is scrubbed of password hashes and key ciphertext in every encoding."""
+    env = support.issuer_env(database_url, tmp_path / "keys", **key_env)
+    app = _client(env, tmp_path, "client_credentials", "password", "refresh_token")
+    support.add_user(env, "alice", PASSWORD)
+    args = ("--log-level", "debug", *(("--log-libraries", libraries) if libraries else ()))
+    log_path = tmp_path / "server.log"
+    # The server hashes at another cost than `users create` did, so each login rehashes the
+    # password and writes the new hash (and the server generates a signing key at start).
+    server_env = {**env, "ISSUER_PASSWORD_HASH_TIME_COST": "2"}
+    server = support.ServerProcess(server_env, args=args).start(log_path)
+    try:
+        login = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+        assert httpx.post(server.url + "/token", auth=app, data=login).status_code == 200
+        support.add_user(env, "carol", BOB_PASSWORD)  # a user created while the server runs
+        login = {"grant_type": "password", "username": "carol", "password": BOB_PASSWORD}
+        assert httpx.post(server.url + "/token", auth=app, data=login).status_code == 200
+        assert httpx.get(server.url + "/.well-known/jwks.json").status_code == 200
+    finally:
+        server.stop()
+
+    text = log_path.read_text()
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    decoded = "\n".join(s for entry in entries for s in _strings(entry))
+    hashes, keys = _stored_secrets(database_url)
+    assert len(hashes) == 2 and all(h.startswith("$argon2id$v=19$m=8192,t=2,") for h in hashes) and keys
+    for password_hash in hashes:
+        salt, digest = password_hash.split("$")[-2:]
+        for needle in (password_hash, salt, digest):
+            assert needle not in text and needle not in decoded, "a password hash is in the log"
+    for ciphertext in keys:
+        for encoding in _encodings(ciphertext):
+            for window in _windows(encoding):
+                assert window not in text and window not in decoded, "key ciphertext is in the log"
+    if libraries:  # the libraries did speak: the test saw what the filter had to scrub
+        assert any(entry["logger"].startswith("sqlalchemy") for entry in entries)
+    else:
+        assert not any(
+            entry["logger"].startswith(("sqlalchemy", "aiosqlite", "asyncpg", "alembic"))
+            and entry["level"] in ("debug", "info")
+            for entry in entries
+        )
+
+
 # ---------------------------------------------------------------- the formatter itself
 
 
@@ -250,6 +349,20 @@ def test_fields_named_like_secrets_are_dropped_whatever_their_value(field: str) 
         ("password=hunter2hunter2", "hunter2hunter2"),
         ("client_secret: 's3cr3t-value'", "s3cr3t-value"),
         ("{'refresh_token': 'opaque-value'}", "opaque-value"),
+        # password hashes, as a driver prints them among a statement's parameters
+        ("('$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaA', 1)", "aGFzaGhhc2hoYXNoaA"),
+        ("('$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo',)", "aGFzaGhhc2hoYXNo"),
+        ("$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW", "PgBkqquzi.Ss7KIUgO2t0jWMUW"),
+        ("$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdE", "nFNh2CVHVjNld"),
+        ("pbkdf2_sha256$600000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA=", "aGFzaGhhc2hoYXNoaGFzaA"),
+        ("$pbkdf2-sha256$29000$N2YuJSPkfE/g$aGFzaGhhc2hoYXNoaGFzaA", "aGFzaGhhc2hoYXNoaGFzaA"),
+        # key ciphertext (nonce || AES-GCM of a PKCS#8 key) in each way bytes get printed
+        (repr(_CIPHERTEXT), repr(_CIPHERTEXT)[2:26]),
+        (_TRUNCATED, repr(_CIPHERTEXT)[-30:-2]),  # as SQLAlchemy prints a long parameter
+        (_CIPHERTEXT.hex(), _CIPHERTEXT.hex()[:24]),
+        ("\\x" + _CIPHERTEXT.hex().upper(), _CIPHERTEXT.hex().upper()[:24]),
+        (base64.b64encode(_CIPHERTEXT).decode(), base64.b64encode(_CIPHERTEXT).decode()[:24]),
+        (base64.urlsafe_b64encode(_CIPHERTEXT).decode(), base64.urlsafe_b64encode(_CIPHERTEXT).decode()[:24]),
     ],
 )
 def test_credential_shapes_are_scrubbed_from_messages_values_and_tracebacks(text: str, secret: str) -> None:
@@ -259,6 +372,18 @@ def test_credential_shapes_are_scrubbed_from_messages_values_and_tracebacks(text
     assert secret not in scrub(text)
     failed = _format({"msg": "failed"}, exc=True)
     assert "BBBB" not in failed["exception"] and "ValueError" in failed["exception"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "key ring reloaded: kid EPXwTf22wEfF8DZJHOiulWggeAco9Kc9zI1mPsKBfw8",  # RFC 7638 thumbprint
+        "/tmp/pytest-of-root/pytest-12/test_debug_logs_hold_no_passwo0/keys/kek is readable by others",
+        "kek id 4dfe13e7b754fa00, request 1a2b3c4d5e6f000000000001",
+    ],
+)
+def test_ids_and_paths_are_not_mistaken_for_secrets(text: str) -> None:
+    assert scrub(text) == text
 
 
 def test_lines_carry_the_request_and_client_of_the_request_being_served() -> None:

@@ -60,6 +60,15 @@ returned. Redis unreachable: :class:`~issuer.errors.TemporarilyUnavailable` (503
 Without Redis (the embedded default), checks read an in-process copy of the database table that
 is refreshed at most a second old, so revocations made by another process (``issuer sessions
 revoke``) apply within a second too.
+
+Revoked signing keys
+--------------------
+
+:attr:`Denylist.kids` is the set of live ``kid`` entries this process knows: without Redis the
+in-process copy (refreshed every second by the background task even when nothing is checked),
+with Redis the rows the reconciliation reads from the database every second. The minter looks
+a signing key up in it before every signature and the key ring leaves those kids out of the
+JWKS; :attr:`Denylist.on_kid` callbacks (the runtime's key reload) run when a kid first appears.
 """
 
 from __future__ import annotations
@@ -246,6 +255,9 @@ class Denylist:
         self._cache_id = 0
         self._cache_at = -1e9
         self._cache_lock = asyncio.Lock()
+        # Signing keys on the denylist (kind ``kid``), mutated in place: holders keep the reference.
+        self.kids: set[str] = set()
+        self.on_kid: list[Callable[[str], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_open_warning = 0.0
         # Metrics: entries written by this process per (kind, reason), Redis errors met.
@@ -271,6 +283,11 @@ class Denylist:
                 log.error("Redis unreachable at start (%s): denylist checks answer 503", type(error).__name__)
                 self._dirty = True
                 self.redis_errors += 1  # a metric
+        else:
+            try:
+                await self._refresh_cache()  # the revoked signing keys before the first token
+            except TemporarilyUnavailable as error:
+                log.error("database unavailable at start (%s): the denylist copy is empty", error.detail)
         if background:
             self._tasks.append(asyncio.ensure_future(self._maintain()))
 
@@ -291,6 +308,8 @@ class Denylist:
             try:
                 if self.redis is not None:
                     await self._sync()
+                else:
+                    await self._refresh_cache()  # keeps `kids` current when nothing is checked
                 if time.monotonic() - last_prune >= PRUNE_INTERVAL:
                     last_prune = time.monotonic()
                     await self.prune()
@@ -378,6 +397,13 @@ class Denylist:
         key = (entry.kind, entry.value)
         known = self._cache.get(key)
         self._cache[key] = entry if known is None else known.merge(entry)
+        if entry.kind == "kid" and entry.value not in self.kids:
+            self.kids.add(entry.value)
+            for callback in self.on_kid:
+                try:
+                    callback(entry.value)
+                except Exception:
+                    log.exception("denylist kid callback failed")
 
     async def prune(self) -> int:
         """Delete rows past their ``exp`` (nothing can match them any more)."""
@@ -386,6 +412,8 @@ class Denylist:
             removed = await self.store.prune(conn, now)
         for key in [key for key, entry in self._cache.items() if entry.exp <= now]:
             del self._cache[key]
+            if key[0] == "kid":
+                self.kids.discard(key[1])
         return removed
 
     # ------------------------------------------------------------------ checking
@@ -470,7 +498,14 @@ class Denylist:
                         pipe.publish(self.channel, value)
                     await pipe.execute()
             self._synced_id = max(self._synced_id, max(row.id for row in rows))
+            self._note_kids(rows)
         self._dirty = False
+
+    def _note_kids(self, rows: Iterable[Any]) -> None:
+        """With Redis: the ``kid`` rows read from the database (another process revoked a key)."""
+        for row in rows:
+            if row.kind == "kid":
+                self._remember(Entry(row.kind, row.value, row.at, row.exp))
 
     async def rebuild(self) -> int:
         """Rewrite every live entry from the database into Redis, then the marker, then a reset."""
@@ -493,6 +528,7 @@ class Denylist:
             await self.redis.set(self.marker, str(now))
             await self.redis.publish(self.channel, json.dumps({"kind": "reset"}))
             self._synced_id = max([self._synced_id, *(row.id for row in rows)])
+            self._note_kids(rows)
             self._dirty = False
             log.warning("denylist rebuilt in Redis from the database (%d entries)", len(rows))
             return len(rows)

@@ -7,7 +7,11 @@ private part is PKCS#8 DER sealed with AES-256-GCM under the key-encryption key,
 and algorithm bound in as associated data, so a ciphertext cannot be moved to another row.
 
 :class:`KeyRing` is the in-process view: it reloads from the database, keeps the active key's
-decrypted signer and the rendered JWKS (RFC 7517: public members only).
+decrypted signer and the rendered JWKS (RFC 7517: public members only). A kid in
+:attr:`KeyRing.denied_kids` (the denylist's ``kid`` entries, :attr:`issuer.denylist.Denylist.kids`)
+counts as revoked whatever its row says: out of the JWKS, never the signer. ``issuer keys revoke``
+denylists the kid before it rewrites the ring, so an instance that sees the entry first stops
+signing with the key and publishing it without waiting for the row.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,6 +170,11 @@ class KeyRing:
         # kids revoked by `scripts/rotate_keys.py revoke` whose tokens may still be unexpired:
         # introspection and verifiers reject tokens carrying one (issuer.rotation.revoke).
         self.revoked_kids: frozenset[str] = frozenset()
+        # The denylist's kids (a live set, shared by reference): revoked whatever the rows say.
+        self.denied_kids: Container[str] = frozenset()
+        # The database still names as active a key the denylist lists: `issuer keys revoke` has
+        # denylisted it and not yet committed its successor (or failed to: the operator reruns it).
+        self.active_denied = False
 
     @property
     def kids(self) -> list[str]:
@@ -172,7 +182,7 @@ class KeyRing:
         return [kid for kid, state in self.fingerprint if state != "revoked"]
 
     def is_revoked(self, kid: str) -> bool:
-        return kid in self.revoked_kids
+        return kid in self.revoked_kids or kid in self.denied_kids
 
     @property
     def signer(self) -> Signer:
@@ -208,11 +218,13 @@ class KeyRing:
                 )
             ).all()
         self.loaded_at = time.monotonic()
-        fingerprint = tuple((row.kid, row.state) for row in rows)
+        denied = self.denied_kids
+        fingerprint = tuple((row.kid, "revoked" if row.kid in denied else row.state) for row in rows)
+        self.active_denied = any(row.state == "active" and row.kid in denied for row in rows)
         if fingerprint == self.fingerprint and self._signer is not None:
             return False
-        self.revoked_kids = frozenset(row.kid for row in rows if row.state == "revoked")
-        rows = [row for row in rows if row.state != "revoked"]
+        self.revoked_kids = frozenset(kid for kid, state in fingerprint if state == "revoked")
+        rows = [row for row in rows if row.state != "revoked" and row.kid not in denied]
         active = [row for row in rows if row.state == "active"]
         if not active:
             self._signer = None  # never sign with a key the database no longer calls active

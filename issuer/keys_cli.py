@@ -167,7 +167,10 @@ _DASHED_KID = re.compile(r"-[A-Za-z0-9_-]{20,}")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @run
 async def revoke_command(kid: str, yes: bool) -> None:
-    """Emergency: take KID out of the JWKS now, reject its tokens, sign with a fresh key."""
+    """Emergency: take KID out of the JWKS now, reject its tokens, sign with a fresh key.
+
+    Every running server stops signing with KID and publishing it within about a second.
+    """
     settings = load()
     material = _material(settings)
     db = await _database(settings)

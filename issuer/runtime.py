@@ -33,6 +33,10 @@ __all__ = ["Runtime", "SchemaOutOfDate"]
 
 log = logging.getLogger("issuer")
 
+# Seconds between reloads while the database still names a denylisted key active (the
+# revocation's second step has not committed yet): doubling from the first to the last.
+DENIED_RETRY = (0.1, 5.0)
+
 
 class SchemaOutOfDate(RuntimeError):
     """The database is not at the migrations' head: run ``issuer db upgrade``."""
@@ -92,6 +96,13 @@ class Runtime:
             denylist=self.denylist,
             audit=self.audit,
         )
+        # A signing key on the denylist never signs (the minter looks it up before every token)
+        # and leaves the JWKS at the next reload, which its appearance triggers at once.
+        self.keyring.denied_kids = self.denylist.kids
+        self.grants.minter.revoked_kids = self.denylist.kids
+        self._keys_changed = asyncio.Event()
+        self.denylist.on_kid.append(lambda kid: self._keys_changed.set())
+        self.grants.ready_checks.append(self.grants.minter.ensure_can_sign)
         self.grants.on_family_revoked.append(self.revocation.on_family_revoked)
         self.grants.session_checks.append(self.revocation.check_session)
         self.grants.ready_checks.append(self.denylist.ensure_available)
@@ -134,8 +145,17 @@ class Runtime:
         self._closers.append(closer)
 
     async def _reload_keys(self) -> None:
+        """Reload every ``ISSUER_KEY_RELOAD_INTERVAL``, and at once when the denylist names a kid.
+
+        While the database still calls a denylisted key active, retry soon (backing off): the
+        revocation's successor key is about to be committed, and until then nothing signs.
+        """
+        retry = DENIED_RETRY[0]
         while True:
-            await asyncio.sleep(self.settings.key_reload_interval)
+            wait = retry if self.keyring.active_denied else self.settings.key_reload_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keys_changed.wait(), wait)
+            self._keys_changed.clear()
             try:
                 if await self.keyring.reload():
                     log.info(
@@ -143,6 +163,12 @@ class Runtime:
                     )
             except Exception:  # keep serving with the ring we have; say so loudly
                 log.exception("key ring reload failed")
+            if self.keyring.active_denied:
+                if retry == DENIED_RETRY[0]:
+                    log.error("the active signing key is on the denylist and no successor is active yet")
+                retry = min(retry * 2, DENIED_RETRY[1])
+            else:
+                retry = DENIED_RETRY[0]
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -243,10 +243,11 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "refresh_grace",
         "ISSUER_REFRESH_GRACE",
-        "10",
+        "5",
         _int("ISSUER_REFRESH_GRACE", 0, 300),
-        "Idempotent-replay window: the token just rotated, presented again this soon, returns the "
-        "same successor. 0 turns it off (every replay is reuse).",
+        "Idempotent-replay window: the token just rotated, presented again this soon from the same "
+        "client address, returns the same successor (another address: reuse). 0 turns it off "
+        "(every replay is reuse).",
     ),
     Spec(
         "default_audience",

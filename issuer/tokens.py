@@ -15,14 +15,15 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from issuer.errors import InvalidScope
-from issuer.keyring import KeyRing
+from issuer.errors import InvalidScope, TemporarilyUnavailable
+from issuer.keyring import KeyRing, Signer
 
 __all__ = [
     "REFRESH_PREFIX",
@@ -91,11 +92,19 @@ class AccessToken:
 
 
 class AccessTokenMinter:
-    """RFC 9068 access tokens signed by the key ring's active key."""
+    """RFC 9068 access tokens signed by the key ring's active key, never by a revoked one.
 
-    def __init__(self, keyring: KeyRing, issuer: str) -> None:
+    ``revoked_kids`` is the denylist's set of revoked signing keys
+    (:attr:`issuer.denylist.Denylist.kids`): a key listed there does not sign even while the ring
+    still holds it (``issuer keys revoke`` ran in another process and the ring has not reloaded
+    yet); the request answers 503 ``temporarily_unavailable`` (retry) until the ring has its
+    successor. One set lookup per token.
+    """
+
+    def __init__(self, keyring: KeyRing, issuer: str, revoked_kids: Container[str] = frozenset()) -> None:
         self.keyring = keyring
         self.issuer = issuer
+        self.revoked_kids = revoked_kids
 
     def mint(
         self,
@@ -123,4 +132,16 @@ class AccessTokenMinter:
             claims["scope"] = scope
         if sid is not None:
             claims["sid"] = sid
-        return AccessToken(self.keyring.signer.sign(claims), claims, ttl)
+        return AccessToken(self._signer().sign(claims), claims, ttl)
+
+    def _signer(self) -> Signer:
+        signer = self.keyring.signer  # TemporarilyUnavailable when no key is active
+        if signer.kid in self.revoked_kids:
+            raise TemporarilyUnavailable(
+                detail="the active signing key was revoked; the key ring is reloading"
+            )
+        return signer
+
+    async def ensure_can_sign(self) -> None:
+        """A grant's ready check: 503 before a refresh token is spent when nothing may sign now."""
+        self._signer()

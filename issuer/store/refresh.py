@@ -6,8 +6,9 @@ The contract with :mod:`issuer.grants.refresh_token` (RFC 9700 4.14.2, DESIGN.md
   the one winner among concurrent presentations; the winner's successor is inserted in the same
   transaction, and the family row is the lock that orders rotation against revocation;
 * the store tells *unknown* from *used*: a used token presented again is either the idempotent
-  replay of the immediate predecessor (inside the grace window, successor still unused: the same
-  successor comes back) or *reuse*, which revokes the family in the same transaction;
+  replay of the immediate predecessor (inside the grace window, successor still unused, from the
+  address of the first presentation when both addresses are known: the same successor comes
+  back) or *reuse*, which revokes the family in the same transaction;
 * any error raised by the caller's ``narrow`` callback (say, a scope that grows) rolls the whole
   transaction back: bad input loses nothing.
 
@@ -19,6 +20,7 @@ any token being kept in plaintext.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -33,7 +35,7 @@ from issuer.store.bounded import stored_address
 from issuer.store.database import Database
 from issuer.store.tables import Client, RefreshFamily, RefreshToken, User
 
-__all__ = ["Outcome", "Presentation", "RefreshStore", "Rotation"]
+__all__ = ["Outcome", "Presentation", "RefreshStore", "Rotation", "same_address", "stored_address"]
 
 F = RefreshFamily.__table__  # type: ignore[attr-defined]
 T = RefreshToken.__table__  # type: ignore[attr-defined]
@@ -44,6 +46,29 @@ C = Client.__table__  # type: ignore[attr-defined]
 # `issuer users|clients disable` still cannot rotate.
 _SUBJECT_DISABLED = exists().where(U.c.id == F.c.subject, U.c.disabled_at.is_not(None))
 _CLIENT_DISABLED = exists().where(C.c.client_id == F.c.client_id, C.c.disabled_at.is_not(None))
+
+
+_ADDRESS_CHARS = 100  # refresh_tokens.used_from
+
+
+def stored_address(address: str | None) -> str | None:
+    """A client address in the form ``used_from`` keeps, and in which replays are compared: an IP
+    address in its canonical text (two spellings of one address are one), anything else cut to
+    the column's length."""
+    if not address:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address[:_ADDRESS_CHARS]
+
+
+def same_address(first: str | None, again: str | None) -> bool:
+    """May a replay come from ``again``? False only when both addresses are known and differ
+    (``first`` as stored in ``used_from``, ``again`` as presented)."""
+    if first is None or again is None:
+        return True
+    return first == stored_address(again)
 
 
 class _NotConsumable(Exception):
@@ -236,7 +261,11 @@ class RefreshStore:
                 return Rotation(Outcome.EXPIRED, row.family_id, row.subject)
             if row.used_at is None:
                 return Rotation(Outcome.EXPIRED, row.family_id, row.subject)  # idle expiry
-            if p.grace and p.now - row.used_at <= p.grace:
+            within_grace = bool(p.grace) and p.now - row.used_at <= p.grace
+            # A replay is honoured only from where the token was first presented: another
+            # address inside the window is a second party holding the token (issue 14).
+            elsewhere = within_grace and not same_address(row.used_from, p.address)
+            if within_grace and not elsewhere:
                 successor = (
                     await conn.execute(
                         select(T.c.scope, T.c.used_at, T.c.expires_at).where(
@@ -269,6 +298,7 @@ class RefreshStore:
                 first_presented_from=row.used_from,
                 reused_at=p.now,
                 reused_from=p.address,
+                replayed_from_another_address=elsewhere,  # inside the grace window
             )
             return Rotation(Outcome.REUSED, row.family_id, row.subject, None, row.family_expires_at)
 

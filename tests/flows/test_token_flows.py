@@ -91,6 +91,51 @@ def test_password_then_refresh_then_refresh(server, server_env, app_client) -> N
         assert dead.value.error == "invalid_grant"
 
 
+def test_grace_replay_from_another_address_revokes_the_login(
+    sqlite_url: str, tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    """Issue 14: the token just rotated, replayed inside the grace window from another client
+    address (here 127.0.0.2, a second loopback address), is a thief's copy: ``invalid_grant``,
+    the family is revoked (the owner's successor dies) and its sid denylisted (the owner's
+    access token is no longer active). From the owner's address the replay still works. The
+    window is the longest allowed, so that a slow machine stays inside it."""
+    server_env = support.issuer_env(sqlite_url, tmp_path / "keys", ISSUER_REFRESH_GRACE="300", **key_env)
+    with support.running_server(server_env, tmp_path / "server.log") as server:
+        _replay_from_another_address(server, server_env)
+
+
+def _replay_from_another_address(server: support.ServerProcess, server_env: dict[str, str]) -> None:
+    client_id, secret = register_client(server_env, name="web")
+    add_user(server_env)
+    rs_id, rs_secret = register_client(
+        server_env, "--can-introspect", name="rs", grants=("client_credentials",)
+    )
+
+    def token(address: str, **form: str) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10) as http:
+            return http.post(server.url + "/token", data=form, auth=(client_id, secret))
+
+    def active(access_token: str) -> bool:
+        answer = httpx.post(
+            server.url + "/introspect", data={"token": access_token}, auth=(rs_id, rs_secret), timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["active"])
+
+    login = token("127.0.0.1", grant_type="password", username="alice", password=PASSWORD).json()
+    owner = token("127.0.0.1", grant_type="refresh_token", refresh_token=login["refresh_token"])
+    assert owner.status_code == 200, owner.text
+    again = token("127.0.0.1", grant_type="refresh_token", refresh_token=login["refresh_token"])
+    assert again.status_code == 200 and again.json()["refresh_token"] == owner.json()["refresh_token"]
+    assert active(owner.json()["access_token"])
+    thief = token("127.0.0.2", grant_type="refresh_token", refresh_token=login["refresh_token"])
+    assert thief.status_code == 400 and thief.json()["error"] == "invalid_grant"
+    assert "refresh_token" not in thief.json() and "access_token" not in thief.json()
+    successor = token("127.0.0.1", grant_type="refresh_token", refresh_token=owner.json()["refresh_token"])
+    assert successor.status_code == 400 and successor.json()["error"] == "invalid_grant"
+    assert not active(owner.json()["access_token"]) and not active(again.json()["access_token"])
+
+
 def test_scope_may_shrink_but_never_grow(server, server_env, app_client) -> None:
     client_id, secret = app_client
     add_user(server_env)

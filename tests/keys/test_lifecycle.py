@@ -317,3 +317,59 @@ async def test_an_instance_never_signs_with_a_key_the_database_no_longer_calls_a
         ring.signer  # noqa: B018  (503 for the token endpoint, not a token from the retired key)
     async with db.transaction() as conn:
         assert {k.kid: k.state for k in await rotation.load_keys(conn)}[old] == "retired"
+
+
+async def test_a_key_the_denylist_lists_never_signs_even_before_its_row_says_revoked(
+    db: Database, settings: Settings, material: KeyMaterial
+) -> None:
+    """Point 8 of issue 14, in process: `issuer keys revoke` denylists the kid first and rewrites
+    the ring second. An instance whose denylist copy has the entry stops signing with the key
+    (the minter's set lookup) and leaves it out of the JWKS, whatever the row still says."""
+    import time
+
+    from issuer.denylist import Denylist
+    from issuer.errors import TemporarilyUnavailable
+    from issuer.tokens import AccessTokenMinter
+
+    a = (await rotation.rotate(db, material, settings, now=T0)).done[0].kid
+    deny = Denylist(db, redis_url=None, cache_refresh=0)  # this instance's copy
+    operator = Denylist(db, redis_url=None)  # the CLI's, in another process
+    ring = KeyRing(db, material, "ES256")
+    ring.denied_kids = deny.kids
+    minter = AccessTokenMinter(ring, "https://issuer.test", revoked_kids=deny.kids)
+    appeared: list[str] = []
+    deny.on_kid.append(appeared.append)
+    try:
+        await ring.reload()
+
+        def mint() -> str:
+            return minter.mint(subject="s", client_id="c", audience=("api",), scope="", ttl=60).token
+
+        assert jwt_kid(mint()) == a
+        now = int(time.time())
+        await operator.add("kid", a, now, now + 600, reason="signing key revoked", actor="operator")
+        await deny.ensure_available()  # the copy's refresh (every second in a server)
+        assert appeared == [a] and a in deny.kids
+        with pytest.raises(TemporarilyUnavailable):
+            mint()  # the ring has not reloaded: still no signature by the revoked key
+        with pytest.raises(TemporarilyUnavailable):
+            await minter.ensure_can_sign()  # a refresh answers 503 before spending its token
+        etag = ring.jwks_etag
+        assert await ring.reload()  # the row still says active
+        assert ring.active_denied and a not in ring.kids and ring.jwks["keys"] == []
+        assert ring.jwks_etag != etag and ring.is_revoked(a)
+        with pytest.raises(TemporarilyUnavailable):
+            mint()
+        result = await rotation.revoke(db, material, settings, a, denylist=operator)
+        assert await ring.reload()
+        assert not ring.active_denied and jwt_kid(mint()) == result.new_active != a
+        assert [k["kid"] for k in ring.jwks["keys"]] == [result.new_active]
+    finally:
+        await deny.close()
+        await operator.close()
+
+
+def jwt_kid(token: str) -> str:
+    import jwt
+
+    return str(jwt.get_unverified_header(token)["kid"])

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -301,3 +302,112 @@ def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
             close = getattr(verifier, "close", None)
             if close is not None:
                 close()
+
+
+class Minter:
+    """Asks for client_credentials tokens in a loop on a thread; records what each answer was."""
+
+    def __init__(self, url: str, auth: tuple[str, str]) -> None:
+        self.url = url
+        self.auth = auth
+        self.answers: list[tuple[float, float, int, str | None]] = []  # (sent, answered, status, kid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Minter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                response = client.post(
+                    self.url + "/token", data={"grant_type": "client_credentials"}, auth=self.auth
+                )
+                kid = kid_of(response.json()["access_token"]) if response.status_code == 200 else None
+                if response.status_code == 503:  # no usable key for a moment: retry, as told
+                    assert response.headers["retry-after"] and response.json()["error"] == (
+                        "temporarily_unavailable"
+                    )
+                self.answers.append((sent, time.monotonic(), response.status_code, kid))
+
+    def wait_for(self, count: int, deadline: float) -> None:
+        while len(self.answers) < count:
+            assert time.monotonic() < deadline, f"only {len(self.answers)} answers"
+            time.sleep(0.02)
+
+
+def _revoked_signing_key_stops_signing(env: dict[str, str], tmp_path: Path) -> None:
+    """Point 8 of issue 14: a long reload interval, tokens minted all along, `issuer keys revoke`
+    run as the operator would. Within the denylist copy's refresh (about a second; polled with a
+    generous deadline) no token carries the revoked kid any more and the JWKS no longer lists it."""
+    with support.running_server(env, tmp_path / "server.log") as server:
+        auth = register(env)
+        compromised = kid_of(issue(server.url, auth))
+        jwks = httpx.get(server.url + JWKS)
+        assert [k["kid"] for k in jwks.json()["keys"]] == [compromised]
+        with Minter(server.url, auth) as minter:
+            minter.wait_for(5, time.monotonic() + 30)
+            done = support.run_cli(env, "keys", "revoke", compromised, "--yes")
+            assert done.returncode == 0, done.stderr
+            revoked_at = time.monotonic()
+            deadline = revoked_at + 15  # generous: the promise is about a second, the interval 3600 s
+            while True:
+                published = httpx.get(server.url + JWKS)
+                last = minter.answers[-1]
+                if (
+                    compromised not in {k["kid"] for k in published.json()["keys"]}
+                    and last[0] > revoked_at
+                    and last[2] == 200
+                    and last[3] != compromised
+                ):
+                    break
+                assert time.monotonic() < deadline, (
+                    f"{sum(a[3] == compromised for a in minter.answers if a[0] > revoked_at)} tokens "
+                    "signed by the revoked key after its revocation; it is "
+                    f"{'still' if compromised in published.text else 'no longer'} published"
+                )
+                time.sleep(0.05)
+            settled = time.monotonic()
+            minter.wait_for(len(minter.answers) + 20, settled + 30)
+        later = [a for a in minter.answers if a[0] > settled]
+        assert later and all(status == 200 and kid != compromised for _, _, status, kid in later)
+        # once one token came from the successor, none came from the revoked key again
+        first_new = next(
+            a[1] for a in minter.answers if a[0] > revoked_at and a[2] == 200 and a[3] != compromised
+        )
+        assert not [a for a in minter.answers if a[0] > first_new and a[3] == compromised]
+        assert published.headers["etag"] != jwks.headers["etag"]
+        assert (
+            httpx.get(server.url + JWKS, headers={"If-None-Match": jwks.headers["etag"]}).status_code == 200
+        )
+        fresh = issue(server.url, auth)
+        assert kid_of(fresh) in {k["kid"] for k in published.json()["keys"]}
+        signing_key = jwt.PyJWKClient(server.url + JWKS).get_signing_key_from_jwt(fresh)
+        jwt.decode(fresh, signing_key.key, algorithms=["ES256", "RS256", "EdDSA"], audience=server.url)
+
+
+def test_revoked_signing_key_stops_signing_without_redis(
+    sqlite_url: str, tmp_path: Path, key_env: dict[str, str]
+) -> None:
+    env = support.issuer_env(sqlite_url, tmp_path / "keys", ISSUER_KEY_RELOAD_INTERVAL="3600", **key_env)
+    _revoked_signing_key_stops_signing(env, tmp_path)
+
+
+def test_revoked_signing_key_stops_signing_with_redis(
+    sqlite_url: str, tmp_path: Path, key_env: dict[str, str], redis_prefix: str
+) -> None:
+    env = support.issuer_env(
+        sqlite_url,
+        tmp_path / "keys",
+        ISSUER_KEY_RELOAD_INTERVAL="3600",
+        ISSUER_REDIS_URL=support.REDIS_URL,
+        ISSUER_REDIS_PREFIX=redis_prefix,
+        **key_env,
+    )
+    _revoked_signing_key_stops_signing(env, tmp_path)

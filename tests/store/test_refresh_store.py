@@ -43,14 +43,20 @@ async def login(
 
 
 def present(
-    runtime: Runtime, token: str, *, now: int, client_id: str = "cli_a", grace: int = 10
+    runtime: Runtime,
+    token: str,
+    *,
+    now: int,
+    client_id: str = "cli_a",
+    grace: int = 10,
+    address: str | None = "192.0.2.1",
 ) -> Presentation:
     tokens = runtime.grants.refresh_tokens
     return Presentation(
         digest=tokens.digest(token),
         successor_digest=tokens.digest(tokens.successor_of(token)),
         client_id=client_id,
-        address="192.0.2.1",
+        address=address,
         now=now,
         idle_ttl=IDLE,
         grace=grace,
@@ -89,6 +95,61 @@ async def test_replay_inside_grace_returns_the_same_successor_and_writes_nothing
     assert replay.outcome is Outcome.REPLAYED and replay.family_id == family
     successor = runtime.grants.refresh_tokens.successor_of(token)
     assert (await rotate(runtime, successor, now=NOW + 11)).outcome is Outcome.ROTATED
+
+
+async def test_grace_replay_from_same_address_returns_same_successor(runtime: Runtime) -> None:
+    """The lost response retried, or a second tab: same client address, same successor; the
+    address compares in the stored form (one address, two spellings)."""
+    family, token = await login(runtime)
+    await rotate(runtime, token, now=NOW, address="2001:db8::7")
+    replay = await rotate(runtime, token, now=NOW + 3, address="2001:DB8:0:0::7")
+    assert replay.outcome is Outcome.REPLAYED and replay.family_id == family and replay.scope == "read write"
+    again = await rotate(runtime, token, now=NOW + 4, address="2001:db8::7")  # replays are not counted
+    assert again.outcome is Outcome.REPLAYED
+    successor = runtime.grants.refresh_tokens.successor_of(token)
+    assert (await rotate(runtime, successor, now=NOW + 5, address="2001:db8::7")).outcome is Outcome.ROTATED
+
+
+async def test_grace_replay_from_another_address_is_reuse(runtime: Runtime) -> None:
+    """Issue 14: inside the window, the same token from another address is a second party: the
+    family is revoked (the grant then denylists its sid) and the audit names both addresses."""
+    family, token = await login(runtime)
+    await rotate(runtime, token, now=NOW, address="192.0.2.1")
+    reuse = await rotate(runtime, token, now=NOW + 1, address="198.51.100.9")
+    assert reuse.outcome is Outcome.REUSED and reuse.family_id == family
+    successor = runtime.grants.refresh_tokens.successor_of(token)
+    # the owner's successor dies with the family, and the owner's replay gets nothing either
+    assert (await rotate(runtime, successor, now=NOW + 2, address="192.0.2.1")).outcome is Outcome.REVOKED
+    assert (await rotate(runtime, token, now=NOW + 2, address="192.0.2.1")).outcome is Outcome.REVOKED
+    async with runtime.db.transaction() as conn:
+        events = (
+            await conn.execute(
+                select(AuditEvent.__table__).where(text("event = 'refresh_token.reuse_detected'"))
+            )  # type: ignore[attr-defined]
+        ).all()
+    assert len(events) == 1 and events[0].family_id == family
+    detail = events[0].detail
+    assert '"first_presented_from":"192.0.2.1"' in detail and '"reused_from":"198.51.100.9"' in detail
+    assert '"replayed_from_another_address":true' in detail
+
+
+async def test_grace_replay_with_an_unknown_address_is_honoured(runtime: Runtime) -> None:
+    """No address on either side (a transport without one): nothing to compare, so the replay
+    rule is the time window alone, as before."""
+    _, first = await login(runtime)
+    await rotate(runtime, first, now=NOW, address=None)
+    assert (await rotate(runtime, first, now=NOW + 1, address="192.0.2.1")).outcome is Outcome.REPLAYED
+    second = runtime.grants.refresh_tokens.successor_of(first)
+    await rotate(runtime, second, now=NOW + 2, address="192.0.2.1")
+    assert (await rotate(runtime, second, now=NOW + 3, address=None)).outcome is Outcome.REPLAYED
+
+
+def test_replay_addresses_compare_in_the_stored_form() -> None:
+    from issuer.store.refresh import same_address, stored_address
+
+    assert stored_address("2001:DB8:0::1") == "2001:db8::1" and stored_address(None) is None
+    assert same_address("2001:db8::1", "2001:DB8:0::1") and not same_address("192.0.2.1", "192.0.2.2")
+    assert same_address(None, "192.0.2.2") and same_address("192.0.2.1", None)
 
 
 async def test_replay_after_the_grace_window_is_reuse_and_revokes_the_family(runtime: Runtime) -> None:

@@ -20,7 +20,6 @@ any token being kept in plaintext.
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -46,21 +45,6 @@ C = Client.__table__  # type: ignore[attr-defined]
 # `issuer users|clients disable` still cannot rotate.
 _SUBJECT_DISABLED = exists().where(U.c.id == F.c.subject, U.c.disabled_at.is_not(None))
 _CLIENT_DISABLED = exists().where(C.c.client_id == F.c.client_id, C.c.disabled_at.is_not(None))
-
-
-_ADDRESS_CHARS = 100  # refresh_tokens.used_from
-
-
-def stored_address(address: str | None) -> str | None:
-    """A client address in the form ``used_from`` keeps, and in which replays are compared: an IP
-    address in its canonical text (two spellings of one address are one), anything else cut to
-    the column's length."""
-    if not address:
-        return None
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return address[:_ADDRESS_CHARS]
 
 
 def same_address(first: str | None, again: str | None) -> bool:

@@ -145,7 +145,8 @@ async def test_grace_replay_with_an_unknown_address_is_honoured(runtime: Runtime
 
 
 def test_replay_addresses_compare_in_the_stored_form() -> None:
-    from issuer.store.refresh import same_address, stored_address
+    from issuer.store.bounded import stored_address
+    from issuer.store.refresh import same_address
 
     assert stored_address("2001:DB8:0::1") == "2001:db8::1" and stored_address(None) is None
     assert same_address("2001:db8::1", "2001:DB8:0::1") and not same_address("192.0.2.1", "192.0.2.2")

@@ -100,6 +100,9 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     On the embedded default (SQLite) the database is created or upgraded and a signing key
     generated on first start; on PostgreSQL run `issuer db upgrade` first. ISSUER_URL must be
     https, except on loopback (a warning) or with ISSUER_ALLOW_INSECURE_URL=true.
+
+    X-Forwarded-For and X-Forwarded-Proto are believed only from the peers listed in
+    ISSUER_TRUSTED_PROXIES (empty by default: the client address is the TCP peer's).
     """
     import logging.config
 
@@ -129,6 +132,10 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,
+        # Forwarding headers only from the operator's proxies (uvicorn matches addresses and CIDR
+        # networks); none listed: never, whatever FORWARDED_ALLOW_IPS says.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
 
 
@@ -437,12 +444,14 @@ def settings_command(markdown: bool) -> None:
         click.echo("|---|---|---|")
         for spec in SPECS:
             shown_default = mask_url(spec.default) if spec.default and spec.field in urls else spec.default
-            default = f"`{shown_default}`" if shown_default is not None else "unset"
+            default = "unset" if shown_default is None else f"`{shown_default}`" if shown_default else "empty"
             click.echo(f"| `{spec.env}` | {default} | {spec.doc} |")
         return
     current = load()
     for spec in SPECS:
         value = getattr(current, spec.field)
+        if isinstance(value, tuple):  # ISSUER_TRUSTED_PROXIES
+            value = ",".join(value)
         secret = spec.field in ("key_encryption_key", "hmac_key", "metrics_token")
         shown = "(set)" if secret and value else mask_url(value) if value and spec.field in urls else value
         click.echo(f"{spec.env}={'' if shown is None else shown}")

@@ -16,6 +16,7 @@
     |   +-- UnsupportedTokenType    400 unsupported_token_type (RFC 7009 2.2.1)
     |   +-- RateLimited             429 rate_limited + Retry-After (not an RFC 6749 code: none fits)
     +-- TemporarilyUnavailable      503 temporarily_unavailable + Retry-After (database/Redis outage)
+        +-- Overloaded              503 temporarily_unavailable + Retry-After (password checks shed)
 
 Grants, stores and the key ring raise these; :mod:`issuer.http.errors` renders them, in one
 place. ``description`` is shown to the client; ``detail`` is for logs and never holds a secret.
@@ -31,6 +32,7 @@ __all__ = [
     "IssuerError",
     "NotPermitted",
     "OAuthError",
+    "Overloaded",
     "RateLimited",
     "RequestTooLarge",
     "TemporarilyUnavailable",
@@ -159,3 +161,15 @@ class TemporarilyUnavailable(IssuerError):
     status = 503
     code = "temporarily_unavailable"
     default_description = "the service is temporarily unavailable, retry later"
+
+
+class Overloaded(TemporarilyUnavailable):
+    """Load shed before the costly work: more password checks than the global per-second budget
+    (``ISSUER_RATE_LIMIT_PASSWORD_GLOBAL``) or than may wait for a hashing slot
+    (``ISSUER_PASSWORD_HASH_QUEUE``). 503 with its own short ``Retry-After``, not an outage."""
+
+    default_description = "too many sign-ins right now, retry shortly"
+
+    def __init__(self, description: str | None = None, *, detail: str | None = None, retry_after: int = 1):
+        super().__init__(description, detail=detail)
+        self.retry_after = retry_after

@@ -46,8 +46,13 @@ The metrics (labels in braces):
                                                         early); a JWKS request names no kid
 ``issuer_backend_errors_total{backend}``                ``database`` outages (connection lost,
                                                         timeout) and ``redis`` errors
-``issuer_rate_limited_total{limit}``                    token requests refused with 429 (``client``,
-                                                        ``password``)
+``issuer_rate_limited_total{limit}``                    requests refused by a rate limit: 429 for
+                                                        ``client``, ``password`` (username and
+                                                        address), ``address``; 503 for ``global``
+``issuer_password_verifications_total``                 argon2 password verifications run
+``issuer_password_shed_total``                          password checks refused with 503 because
+                                                        ``ISSUER_PASSWORD_HASH_QUEUE`` checks were
+                                                        already waiting for a hashing slot
 ``issuer_metrics_scrape_errors_total``                  scrapes whose database gauges could not be
                                                         read (they keep their last values)
 ======================================================  ==========================================
@@ -284,11 +289,26 @@ class _Collector(Collector):
         yield errors
 
         limited = CounterMetricFamily(
-            "issuer_rate_limited", "Token requests refused with 429, by limit.", labels=["limit", "worker"]
+            "issuer_rate_limited",
+            "Requests refused by a rate limit (429; 503 for the global password budget), by limit.",
+            labels=["limit", "worker"],
         )
         for limit, count in sorted(runtime.rate_limits.refused.items()):
             limited.add_metric([limit, w], count)
         yield limited
+
+        verifications = CounterMetricFamily(
+            "issuer_password_verifications", "argon2 password verifications run.", labels=["worker"]
+        )
+        verifications.add_metric([w], runtime.passwords.verifications)
+        yield verifications
+        shed = CounterMetricFamily(
+            "issuer_password_shed",
+            "Password checks refused with 503 because the queue for a hashing slot was full.",
+            labels=["worker"],
+        )
+        shed.add_metric([w], runtime.passwords.shed)
+        yield shed
 
         scrape = CounterMetricFamily(
             "issuer_metrics_scrape_errors",

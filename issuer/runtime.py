@@ -62,6 +62,7 @@ class Runtime:
             time_cost=settings.password_hash_time_cost,
             parallelism=settings.password_hash_parallelism,
             concurrency=settings.password_hash_concurrency,
+            queue=settings.password_hash_queue,
         )
         self.users = UserDirectory(self.db, self.passwords)
         self.refresh_store = RefreshStore(self.audit)
@@ -108,7 +109,7 @@ class Runtime:
         self.grants.ready_checks.append(self.denylist.ensure_available)
         self.metadata_extra.update(self.revocation.metadata(settings.url))
         self.on_close(self.denylist.close)
-        self.rate_limits = RateLimits.from_settings(settings)  # /token: per client, per username+address
+        self.rate_limits = RateLimits.from_settings(settings)  # /token and every password check
         self.on_close(self.rate_limits.close)
         self.metrics = Metrics(self)  # GET /metrics; a registry of this runtime's own
 

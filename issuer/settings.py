@@ -83,6 +83,10 @@ class Settings:
     rate_limit_client: int
     rate_limit_password: int
     rate_limit_window: int
+    rate_limit_password_address: int
+    rate_limit_password_global: int
+    password_hash_queue: int
+    trusted_proxies: tuple[str, ...]
 
     def replace(self, **changes: Any) -> Settings:
         return validate(dataclasses.replace(self, **changes))
@@ -136,6 +140,25 @@ def _alg(raw: str) -> str:
 
 
 DAY = 86400
+
+
+def _proxies(raw: str) -> tuple[str, ...]:
+    """``ISSUER_TRUSTED_PROXIES``: comma-separated IP addresses or CIDR networks (normalised)."""
+    import ipaddress
+
+    proxies = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            network = ipaddress.ip_network(item, strict=True)
+        except ValueError:
+            raise SettingsError(
+                f"ISSUER_TRUSTED_PROXIES: {item[:60]!r} is not an IP address or CIDR network "
+                "(e.g. 10.0.0.5,10.1.0.0/16; host bits must be zero)"
+            ) from None
+        proxies.append(str(network.network_address) if network.num_addresses == 1 else str(network))
+    return tuple(proxies)
 
 
 def _metrics_token(raw: str) -> str | None:
@@ -388,15 +411,50 @@ SPECS: tuple[Spec, ...] = (
         "ISSUER_RATE_LIMIT_PASSWORD",
         "10",
         _int("ISSUER_RATE_LIMIT_PASSWORD", 0, 1_000_000),
-        "Password-grant attempts per username and client address per window, checked before the "
-        "password hash (credential stuffing). 0 disables.",
+        "Password attempts per username and client address per window, checked before the "
+        "password hash (guessing one user's password). 0 disables.",
     ),
     Spec(
         "rate_limit_window",
         "ISSUER_RATE_LIMIT_WINDOW",
         "60",
         _int("ISSUER_RATE_LIMIT_WINDOW", 0, DAY),
-        "Length of the sliding window of both rate limits. 0 disables rate limiting.",
+        "Length of the sliding window of the per-client, per-username and per-address limits. 0 "
+        "disables them (not ISSUER_RATE_LIMIT_PASSWORD_GLOBAL).",
+    ),
+    Spec(
+        "rate_limit_password_address",
+        "ISSUER_RATE_LIMIT_PASSWORD_ADDRESS",
+        "30",
+        _int("ISSUER_RATE_LIMIT_PASSWORD_ADDRESS", 0, 1_000_000),
+        "Password attempts per client address per window, whatever the username or client (429 "
+        "beyond, before the password hash: credential stuffing). 0 disables.",
+    ),
+    Spec(
+        "rate_limit_password_global",
+        "ISSUER_RATE_LIMIT_PASSWORD_GLOBAL",
+        "50",
+        _int("ISSUER_RATE_LIMIT_PASSWORD_GLOBAL", 0, 1_000_000),
+        "Password attempts per second for all addresses and instances together (shared through "
+        "Redis; per process without it); beyond it 503 with `Retry-After` before the password hash. "
+        "Raise it with the instances (about 25 x ISSUER_PASSWORD_HASH_CONCURRENCY each). 0 disables.",
+    ),
+    Spec(
+        "password_hash_queue",
+        "ISSUER_PASSWORD_HASH_QUEUE",
+        "16",
+        _int("ISSUER_PASSWORD_HASH_QUEUE", 0, 100_000),
+        "Password checks that may wait for one of the ISSUER_PASSWORD_HASH_CONCURRENCY slots per "
+        "process; one more is refused at once with 503 and `Retry-After` (load shed before argon2).",
+    ),
+    Spec(
+        "trusted_proxies",
+        "ISSUER_TRUSTED_PROXIES",
+        "",
+        _proxies,
+        "Comma-separated IP addresses or CIDR networks of the reverse proxies in front of the issuer. "
+        "Empty (default): no `X-Forwarded-For`/`X-Forwarded-Proto` is believed; the client address is "
+        "the TCP peer's. Set: those headers are taken from these peers only (see Rate limits).",
     ),
 )
 

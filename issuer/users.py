@@ -1,7 +1,11 @@
 """Users (resource owners) and their passwords: argon2id, off the event loop, no enumeration.
 
 The password grant is the cheapest way to burn a token server's CPU, so hashing runs in worker
-threads behind a semaphore (``ISSUER_PASSWORD_HASH_CONCURRENCY``), which also bounds memory.
+threads behind a semaphore (``ISSUER_PASSWORD_HASH_CONCURRENCY``), which also bounds memory,
+and at most ``ISSUER_PASSWORD_HASH_QUEUE`` checks may wait for a slot: one more is refused at
+once (:class:`~issuer.errors.Overloaded`, 503) instead of queueing every login behind a flood.
+The rate limits in front of it (:meth:`issuer.ratelimit.RateLimits.password_attempt`) refuse a
+stuffing run earlier still, per address and globally.
 An unknown username is verified against a dummy hash made with the same parameters, so it costs
 the same time as a wrong password, and both fail with the same error text. A hash made with
 older parameters is upgraded on the next successful login. A disabled user fails exactly like a
@@ -24,6 +28,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.errors import Overloaded
 from issuer.store.database import Database
 from issuer.store.users import UserStore
 
@@ -47,12 +52,18 @@ class Login:
 
 
 class Passwords:
-    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, concurrency: int) -> None:
+    def __init__(
+        self, *, memory_kib: int, time_cost: int, parallelism: int, concurrency: int, queue: int | None = None
+    ) -> None:
         self.hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        self.queue = queue  # checks that may wait for a slot (None: unbounded)
+        self.waiting = 0
+        self.verifications = 0  # argon2 verifications run (a metric)
+        self.shed = 0  # checks refused because the queue was full (a metric)
 
     async def hash(self, password: str) -> str:
         async with self._slots:
@@ -65,9 +76,21 @@ class Passwords:
             return False
 
     async def verify(self, stored: str | None, password: str) -> bool:
-        """``stored`` None (no such user) still costs one full verification."""
-        async with self._slots:
+        """``stored`` None (no such user) still costs one full verification. Raises
+        :class:`Overloaded` before any work when the queue for a slot is full."""
+        if self.queue is not None and self._slots.locked() and self.waiting >= self.queue:
+            self.shed += 1
+            raise Overloaded(detail="password hash queue full")
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            self.verifications += 1
             return await asyncio.to_thread(self._verify, stored, password)
+        finally:
+            self._slots.release()
 
     def needs_rehash(self, stored: str) -> bool:
         return self.hasher.check_needs_rehash(stored)

@@ -118,7 +118,11 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "ISSUER_KEYS_DIR": str(tmp_path / "keys"),
         "ISSUER_PASSWORD_HASH_MEMORY_KIB": "8192",
         "ISSUER_PASSWORD_HASH_TIME_COST": "1",
-        "ISSUER_RATE_LIMIT_PASSWORD": "0",  # tests log one user in many times; tests/observe enables it
+        # tests log one user in many times from one address; tests/observe enables the limits
+        "ISSUER_RATE_LIMIT_PASSWORD": "0",
+        "ISSUER_RATE_LIMIT_PASSWORD_ADDRESS": "0",
+        "ISSUER_RATE_LIMIT_PASSWORD_GLOBAL": "0",
+        "ISSUER_PASSWORD_HASH_QUEUE": "100000",
     }
     return load(env, **overrides)
 

@@ -90,7 +90,11 @@ def issuer_env(database_url: str, keys_dir: Path, **extra: str) -> dict[str, str
         ISSUER_KEYS_DIR=str(keys_dir),
         ISSUER_PASSWORD_HASH_MEMORY_KIB="8192",
         ISSUER_PASSWORD_HASH_TIME_COST="1",
-        ISSUER_RATE_LIMIT_PASSWORD="0",  # tests log one user in many times; tests/observe enables it
+        # tests log one user in many times from one address; tests/observe enables the limits
+        ISSUER_RATE_LIMIT_PASSWORD="0",
+        ISSUER_RATE_LIMIT_PASSWORD_ADDRESS="0",
+        ISSUER_RATE_LIMIT_PASSWORD_GLOBAL="0",
+        ISSUER_PASSWORD_HASH_QUEUE="100000",
     )
     env.update(extra)
     return env

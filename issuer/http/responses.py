@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import Message, Scope
 
-from issuer.errors import InvalidClient, IssuerError, RateLimited, TemporarilyUnavailable
+from issuer.errors import InvalidClient, IssuerError, Overloaded, RateLimited, TemporarilyUnavailable
 
 __all__ = [
     "COMMON_HEADERS",
@@ -49,7 +49,10 @@ def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Respo
     headers = dict(NO_STORE)
     if isinstance(error, InvalidClient) and error.basic:
         headers["WWW-Authenticate"] = 'Basic realm="issuer", charset="UTF-8"'
-    if isinstance(error, TemporarilyUnavailable):
+    if isinstance(error, Overloaded):
+        headers["Retry-After"] = str(error.retry_after)
+        log.info("load shed", extra={"detail": error.detail, "path": request.url.path})
+    elif isinstance(error, TemporarilyUnavailable):
         retry_after = getattr(request.app.state, "retry_after", 5)
         headers["Retry-After"] = str(retry_after)
         log.warning("backing service unavailable", extra={"detail": error.detail, "path": request.url.path})

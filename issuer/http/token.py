@@ -37,8 +37,9 @@ async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
     client = await authenticate_client(runtime.clients, request, form)
     if handler is None:
         raise UnsupportedGrantType(f"unsupported grant_type {grant_type[:40]!r}")
+    # The TCP peer, or what X-Forwarded-For says when the peer is in ISSUER_TRUSTED_PROXIES (uvicorn).
     address = request.client.host if request.client else None
-    if runtime.rate_limits.enabled:  # before the grant: the password limit precedes the argon2 hash
+    if runtime.rate_limits.enabled:  # before the grant: the password limits precede the argon2 hash
         await runtime.rate_limits.check(client.client_id, grant_type, form.get("username"), address)
     result = await handler(runtime.grants, TokenRequest(client, form, address))
     return json_response(result.to_json())

@@ -97,6 +97,7 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
 
     from issuer.app import create_app
     from issuer.deployment import check_workers
+    from issuer.http.limits import LimitedHttpToolsProtocol
     from issuer.logs import dict_config
 
     settings = load()
@@ -114,7 +115,8 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
         log_config=log_config,  # applied again in each worker process
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        # httptools with bounded heads, head and body timeouts and a connection cap (issuer.http.limits)
+        http=LimitedHttpToolsProtocol.configure(settings),
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,

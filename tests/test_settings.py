@@ -20,6 +20,9 @@ def test_defaults() -> None:
     assert settings.signing_alg == "ES256"
     assert settings.access_token_ttl == 300
     assert settings.default_audience == settings.url
+    limits = (settings.max_header_bytes, settings.max_header_fields, settings.header_timeout)
+    assert limits == (16384, 100, 10)
+    assert (settings.body_timeout, settings.max_connections) == (30, 1000)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +39,11 @@ def test_defaults() -> None:
         ({"ISSUER_REDIS_URL": "http://x"}, "ISSUER_REDIS_URL"),
         ({"ISSUER_REFRESH_IDLE_TTL": "7200", "ISSUER_REFRESH_ABSOLUTE_TTL": "3600"}, "must not exceed"),
         ({"ISSUER_REFRESH_GRACE": "301"}, "ISSUER_REFRESH_GRACE"),
+        ({"ISSUER_MAX_HEADER_BYTES": "512"}, "ISSUER_MAX_HEADER_BYTES=512 is out of range"),
+        ({"ISSUER_MAX_HEADER_FIELDS": "0"}, "ISSUER_MAX_HEADER_FIELDS=0 is out of range"),
+        ({"ISSUER_HEADER_TIMEOUT": "0"}, "ISSUER_HEADER_TIMEOUT=0 is out of range"),
+        ({"ISSUER_BODY_TIMEOUT": "never"}, "ISSUER_BODY_TIMEOUT='never' is not an integer"),
+        ({"ISSUER_MAX_CONNECTIONS": "0"}, "ISSUER_MAX_CONNECTIONS=0 is out of range"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:

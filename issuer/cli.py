@@ -89,7 +89,9 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
     """Run the token server (HTTP) until interrupted; SIGTERM drains in-flight requests, then exits.
 
     On the embedded default (SQLite) the database is created or upgraded and a signing key
-    generated on first start; on PostgreSQL run `issuer db upgrade` first.
+    generated on first start; on PostgreSQL run `issuer db upgrade` first. Request heads, slow
+    clients and open connections are bounded per process (ISSUER_MAX_HEADER_BYTES,
+    ISSUER_MAX_HEADER_FIELDS, ISSUER_HEADER_TIMEOUT, ISSUER_BODY_TIMEOUT, ISSUER_MAX_CONNECTIONS).
     """
     import logging.config
 

@@ -250,6 +250,31 @@ def test_unbounded_request_headers_a_stalled_body_is_cut(live: support.ServerPro
     sock.close()
 
 
+def test_unbounded_request_headers_an_answer_before_the_body_ends_the_connection(
+    live: support.ServerProcess,
+) -> None:
+    """A 413 for a declared 64 MiB body goes out before the body is read: the server then stops
+    reading (the client still gets the 413) instead of taking the whole body after it."""
+    sock = connect(live)
+    sock.sendall(
+        b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 67108864\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(65536)
+        assert chunk, response
+        response += chunk
+    assert status(response) == 413, response[:200]
+    sent = 0
+    block = b"a" * 65536
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        while sent < 64 << 20:
+            sent += sock.send(block)
+    sock.close()
+    assert sent < 64 << 20, "the server read the whole body of a request it had refused"
+
+
 def test_unbounded_request_headers_a_kept_alive_connection_still_works(live: support.ServerProcess) -> None:
     """The timers are per request: a kept-alive connection serves request after request, each
     one's head and body arriving in pieces within the limits."""

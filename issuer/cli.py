@@ -103,6 +103,10 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
 
     X-Forwarded-For and X-Forwarded-Proto are believed only from the peers listed in
     ISSUER_TRUSTED_PROXIES (empty by default: the client address is the TCP peer's).
+
+    Request heads, slow clients and open connections are bounded per process
+    (ISSUER_MAX_HEADER_BYTES, ISSUER_MAX_HEADER_FIELDS, ISSUER_HEADER_TIMEOUT, ISSUER_BODY_TIMEOUT,
+    ISSUER_MAX_CONNECTIONS).
     """
     import logging.config
 
@@ -110,6 +114,7 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
 
     from issuer.app import create_app
     from issuer.deployment import check_url, check_workers
+    from issuer.http.limits import LimitedHttpToolsProtocol
     from issuer.logs import dict_config
 
     settings = load()
@@ -128,7 +133,8 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
         log_config=log_config,  # applied again in each worker process
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        # httptools with bounded heads, head and body timeouts and a connection cap (issuer.http.limits)
+        http=LimitedHttpToolsProtocol.configure(settings),
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,

@@ -70,6 +70,11 @@ class Settings:
     password_hash_parallelism: int
     password_hash_concurrency: int
     max_body_bytes: int
+    max_header_bytes: int
+    max_header_fields: int
+    header_timeout: int
+    body_timeout: int
+    max_connections: int
     db_pool_size: int
     retry_after: int
     key_reload_interval: int
@@ -322,6 +327,48 @@ SPECS: tuple[Spec, ...] = (
         "16384",
         _int("ISSUER_MAX_BODY_BYTES", 1024, 1 << 20),
         "Largest request body accepted by the form endpoints (413 above it).",
+    ),
+    Spec(
+        "max_header_bytes",
+        "ISSUER_MAX_HEADER_BYTES",
+        "16384",
+        _int("ISSUER_MAX_HEADER_BYTES", 1024, 1 << 20),
+        "Largest request head (request line and header fields; a chunked body's trailers and framing "
+        "get the same budget): 431 and the connection closed above it. 16 KiB is Node's default; our "
+        "requests carry a few hundred bytes.",
+    ),
+    Spec(
+        "max_header_fields",
+        "ISSUER_MAX_HEADER_FIELDS",
+        "100",
+        _int("ISSUER_MAX_HEADER_FIELDS", 8, 10_000),
+        "Most header fields in one request (431 beyond). 100 is Apache's `LimitRequestFields`.",
+    ),
+    Spec(
+        "header_timeout",
+        "ISSUER_HEADER_TIMEOUT",
+        "10",
+        _int("ISSUER_HEADER_TIMEOUT", 1, 300),
+        "Seconds a client has to send a whole request head, from connecting (or from the first byte "
+        "of a later request on a kept-alive connection); then the connection is closed, with a 408 "
+        "if part of a head had arrived (slow-header clients).",
+    ),
+    Spec(
+        "body_timeout",
+        "ISSUER_BODY_TIMEOUT",
+        "30",
+        _int("ISSUER_BODY_TIMEOUT", 1, 3600),
+        "Seconds a client has to send a request body once its head is in; then the connection is "
+        "closed (16 KiB in 30 s is 550 bytes/s).",
+    ),
+    Spec(
+        "max_connections",
+        "ISSUER_MAX_CONNECTIONS",
+        "1000",
+        _int("ISSUER_MAX_CONNECTIONS", 1, 1_000_000),
+        "Open HTTP connections per process; one more gets 503 with `Retry-After` and is closed before "
+        "it is read. Bounds memory (each holds at most a head and 64 KiB of body) and file "
+        "descriptors (keep ulimit -n above it plus the database pool).",
     ),
     Spec(
         "db_pool_size",

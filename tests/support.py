@@ -36,11 +36,13 @@ __all__ = [
     "ServerProcess",
     "TcpProxy",
     "add_user",
+    "cpu_seconds",
     "free_port",
     "issuer_env",
     "pg_clone",
     "pg_drop",
     "register_client",
+    "rss_bytes",
     "run_cli",
 ]
 
@@ -98,6 +100,17 @@ def issuer_env(database_url: str, keys_dir: Path, **extra: str) -> dict[str, str
     )
     env.update(extra)
     return env
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (``/proc/PID/stat``, Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process now (``/proc/PID/statm``, Linux)."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def test_key() -> str:

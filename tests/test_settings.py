@@ -24,6 +24,9 @@ def test_defaults() -> None:
     assert settings.signing_alg == "ES256"
     assert settings.access_token_ttl == 300
     assert settings.default_audience == settings.url
+    limits = (settings.max_header_bytes, settings.max_header_fields, settings.header_timeout)
+    assert limits == (16384, 100, 10)
+    assert (settings.body_timeout, settings.max_connections) == (30, 1000)
     assert settings.trusted_proxies == ()  # no forwarding header is believed unless proxies are listed
     assert settings.rate_limit_password_address == 30 and settings.rate_limit_password_global == 50
 
@@ -69,6 +72,11 @@ def test_forwarded_addresses_bad_trusted_proxies_stop_serve_with_one_line(tmp_pa
         ({"ISSUER_RATE_LIMIT_PASSWORD_ADDRESS": "-1"}, "ISSUER_RATE_LIMIT_PASSWORD_ADDRESS"),
         ({"ISSUER_RATE_LIMIT_PASSWORD_GLOBAL": "many"}, "ISSUER_RATE_LIMIT_PASSWORD_GLOBAL"),
         ({"ISSUER_PASSWORD_HASH_QUEUE": "-1"}, "ISSUER_PASSWORD_HASH_QUEUE"),
+        ({"ISSUER_MAX_HEADER_BYTES": "512"}, "ISSUER_MAX_HEADER_BYTES=512 is out of range"),
+        ({"ISSUER_MAX_HEADER_FIELDS": "0"}, "ISSUER_MAX_HEADER_FIELDS=0 is out of range"),
+        ({"ISSUER_HEADER_TIMEOUT": "0"}, "ISSUER_HEADER_TIMEOUT=0 is out of range"),
+        ({"ISSUER_BODY_TIMEOUT": "never"}, "ISSUER_BODY_TIMEOUT='never' is not an integer"),
+        ({"ISSUER_MAX_CONNECTIONS": "0"}, "ISSUER_MAX_CONNECTIONS=0 is out of range"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:

@@ -1,0 +1,271 @@
+"""Connection limits: uvicorn's httptools protocol with bounds on what an unauthenticated client
+may make the server hold or parse.
+
+uvicorn's httptools protocol bounds nothing before the app sees a request: a header block of any
+size is parsed (httptools joins a header value that spans reads by ``+=``, so the work grows with
+the square of its size), a connection may send its head or its body as slowly as it likes, and
+connections are never counted. :class:`LimitedHttpToolsProtocol` adds, per connection:
+
+* **Head size** (``ISSUER_MAX_HEADER_BYTES``): the request line and header fields are counted as
+  they arrive, before the parser sees them; at most that many bytes are ever fed to it while a
+  head is incomplete. Over it: ``431`` and the connection is closed (RFC 6585 5).
+* **Header fields** (``ISSUER_MAX_HEADER_FIELDS``): more fields than that: ``431``.
+* **Trailers and chunk framing** of a body share the head's byte budget (bytes received in the
+  body beyond the body's own bytes); over it the connection is closed.
+* **Head timeout** (``ISSUER_HEADER_TIMEOUT``): from the connection's opening (or the first byte
+  of a later request on a kept-alive connection) until the head is complete. On expiry: ``408``
+  (RFC 9110 15.5.9) if part of a head arrived, and the connection is closed.
+* **Body timeout** (``ISSUER_BODY_TIMEOUT``): from the end of the head until the body is complete;
+  on expiry the connection is closed (the app sees a disconnect).
+* **Connections** (``ISSUER_MAX_CONNECTIONS``): beyond that many open connections in the process,
+  a new one gets ``503`` with ``Retry-After`` and is closed before anything is read from it.
+
+A response that completes before its request's body was read (a 413, for instance) ends the
+connection instead of reading the rest. After a refusal the connection is closed gracefully (our
+answer, then FIN), and what the client still sends is discarded, up to :data:`LINGER_BYTES` or
+:data:`LINGER_SECONDS`, so that it can read the answer before the socket is reset.
+
+The hot path (a whole request in one read) arms no timer: a phase's timer is armed only once it
+spans more than one read. The body size stays Litestar's (``ISSUER_MAX_BODY_BYTES``, 413).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from issuer.settings import Settings, load
+
+__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "ConnectionLimits", "LimitedHttpToolsProtocol"]
+
+LINGER_BYTES = 256 * 1024  # what is still read (and dropped) after a refusal, before the socket is reset
+LINGER_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_header_bytes: int
+    max_header_fields: int
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+    retry_after: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            max_header_fields=settings.max_header_fields,
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            max_connections=settings.max_connections,
+            retry_after=settings.retry_after,
+        )
+
+
+def _response(status: int, text: str, *extra: bytes) -> bytes:
+    body = text.encode("ascii")
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"cache-control: no-store\r\n",
+            *extra,
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the status is on the protocol."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the bounds of the module docstring.
+
+    ``limits`` is set by ``issuer serve`` (:meth:`configure`); a worker process that uvicorn
+    spawns reads it from the environment at its first connection, as its app factory does.
+    """
+
+    limits: ClassVar[ConnectionLimits | None] = None
+
+    @classmethod
+    def configure(cls, settings: Settings) -> type[LimitedHttpToolsProtocol]:
+        cls.limits = ConnectionLimits.from_settings(settings)
+        return cls
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cls = type(self)
+        if cls.limits is None:
+            cls.limits = ConnectionLimits.from_settings(load())
+        self._limits: ConnectionLimits = cls.limits
+        self._in_head = True  # between requests, or reading one's head
+        self._head_bytes = 0  # of the current head, counted before the parser sees them
+        self._body_fed = 0  # bytes received while in the body phase
+        self._body_bytes = 0  # of them, the body's own (the rest is chunk framing and trailers)
+        self._timer: asyncio.TimerHandle | None = None
+        self._refusal: int | None = None
+        self._linger: int | None = None  # bytes still to drop after a refusal; None: not lingering
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        limits = self._limits
+        if len(self.connections) > limits.max_connections:
+            self.logger.warning("Connection refused: ISSUER_MAX_CONNECTIONS=%d.", limits.max_connections)
+            self.transport.write(
+                _response(503, "Service Unavailable", b"retry-after: %d\r\n" % limits.retry_after)
+            )
+            self.transport.close()
+            return
+        self._arm(limits.header_timeout)  # the first head, counted from the connection's opening
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._linger is not None:
+            self._linger -= len(data)
+            if self._linger < 0:
+                self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        max_head = self._limits.max_header_bytes
+        while True:
+            if self._in_head:
+                room = max_head - self._head_bytes
+                if len(data) > room:
+                    # Feed only what the head may still hold: if it is not complete by then, refuse.
+                    if not self._feed(data[:room]):
+                        return
+                    if self._in_head:
+                        self._refuse(431, "Request Header Fields Too Large")
+                        return
+                    data = data[room:]
+                    continue
+                self._head_bytes += len(data)
+            else:
+                self._body_fed += len(data)
+            if not self._feed(data):
+                return
+            break
+        if self._in_head:
+            if self._head_bytes and self._timer is None:
+                self._arm(self._limits.header_timeout)  # a head that spans reads
+        elif self._body_fed - self._body_bytes > max_head:
+            self._abort()  # chunk framing and trailers beyond the head's budget
+        elif self._timer is None:
+            self._arm(self._limits.body_timeout)  # a body that spans reads
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False when the connection is being closed (refused or a parse error)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._refusal == 431:
+                self._refuse(431, "Request Header Fields Too Large")
+            else:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self._disarm()
+                self.send_400_response(msg)
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        return not self.transport.is_closing()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()  # the websocket protocol takes the transport over
+        super().handle_websocket_upgrade()
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        if len(self.headers) > self._limits.max_header_fields:
+            self._refusal = 431
+            raise _Refused
+        self._in_head = False
+        self._body_fed = self._body_bytes = 0
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        # Answered before its body was read (413, ...): do not read the rest, end the connection.
+        # (With requests queued behind it, the body being read is a later request's.)
+        answered_early = not self._in_head and not self.pipeline
+        super().on_response_complete()
+        if answered_early and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self._disarm()
+            self._start_linger()
+
+    # ------------------------------------------------------------------ refusals and timers
+
+    def _in_flight(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _refuse(self, status: int, text: str) -> None:
+        """Answer ``status`` (unless a response is being written) and close the connection."""
+        self._disarm()
+        if self._in_flight():
+            self._abort()
+            return
+        self.logger.warning("Request refused: %d %s.", status, text)
+        self.transport.write(_response(status, text))
+        self._start_linger()
+
+    def _start_linger(self) -> None:
+        self._linger = LINGER_BYTES
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads our answer, then EOF
+        self._arm(LINGER_SECONDS)
+
+    def _abort(self) -> None:
+        """Close now; a request the app is still reading sees a disconnect."""
+        self._disarm()
+        if self._in_flight():
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.close()
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self._linger is not None:
+            self.transport.close()
+        elif self._in_head and self._head_bytes and not self._in_flight():
+            self._refuse(408, "Request Timeout")
+        else:
+            self._abort()  # an idle new connection, a stalled body, or a pipelined head under a response

@@ -120,8 +120,10 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     settings = load()
     log_config = dict_config(log_level, log_libraries)  # JSON lines on stderr, secrets redacted (issuer.logs)
     logging.config.dictConfig(log_config)
-    check_url(settings)  # https, or http on loopback (a warning), or refused
+    insecure = check_url(settings)  # https; http on loopback (a warning); refused elsewhere
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
+    if insecure:  # after every refusal, so that a refusal stays one line
+        logging.getLogger("issuer").warning(insecure)
     app: Any = create_app(settings) if workers == 1 else "issuer.app:create_app"
     uvicorn.run(
         app,

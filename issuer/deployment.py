@@ -1,9 +1,9 @@
 """Running issuers: what ``issuer serve`` accepts (its URL, ``--workers N``), and why.
 
 ``ISSUER_URL`` is where clients send credentials and receive tokens, so it is ``https`` in any
-real deployment (TLS at the issuer or at a proxy in front of it). :func:`check_url` warns about
+real deployment (TLS at the issuer or at a proxy in front of it). :func:`check_url` flags
 ``http`` on a loopback host (127.0.0.0/8, ::1, ``localhost``: local development and tests) and
-refuses ``http`` on any other host unless ``ISSUER_ALLOW_INSECURE_URL=true`` (then it warns).
+refuses ``http`` on any other host unless ``ISSUER_ALLOW_INSECURE_URL=true`` (flagged too).
 
 Every worker process (and every host) is a full, stateless :class:`~issuer.runtime.Runtime`:
 the database holds everything durable, Redis the shared fast state, so N processes behave as one
@@ -59,28 +59,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_url(settings: Settings) -> None:
-    """Warn about an ``http`` ISSUER_URL on loopback; raise :class:`SettingsError` for one on any
-    other host, unless ``ISSUER_ALLOW_INSECURE_URL`` (then warn)."""
+def check_url(settings: Settings) -> str | None:
+    """Raise :class:`SettingsError` for an ``http`` ISSUER_URL on a host that is not loopback,
+    unless ``ISSUER_ALLOW_INSECURE_URL``; return the warning to log for any ``http`` URL that may
+    serve (``issuer serve`` logs it once every refusal has been ruled out), None for ``https``."""
     parts = urlsplit(settings.url)
     if parts.scheme == "https":
-        return
-    host = parts.hostname or ""
-    if is_loopback(host):
-        log.warning(
-            "ISSUER_URL=%s is not https: fine on loopback for development, but clients on other hosts "
-            "need an https issuer",
-            settings.url,
+        return None
+    if is_loopback(parts.hostname or ""):
+        return (
+            f"ISSUER_URL={settings.url} is not https: fine on loopback for development, but clients "
+            "on other hosts need an https issuer"
         )
-        return
     if not settings.allow_insecure_url:
         raise SettingsError(
             f"ISSUER_URL={settings.url} is http on a host that is not loopback: clients would send "
             "credentials and receive tokens in clear; use an https URL (TLS here or at a proxy in "
             "front), or set ISSUER_ALLOW_INSECURE_URL=true on an isolated test network"
         )
-    log.warning(
-        "ISSUER_URL=%s is http on a host that is not loopback (ISSUER_ALLOW_INSECURE_URL=true): "
-        "credentials and tokens cross the network in clear",
-        settings.url,
+    return (
+        f"ISSUER_URL={settings.url} is http on a host that is not loopback (ISSUER_ALLOW_INSECURE_URL=true): "
+        "credentials and tokens cross the network in clear"
     )

@@ -129,7 +129,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
 
-    def start(self, log_path: Path, timeout: float = 20.0) -> ServerProcess:
+    def start(self, log_path: Path, timeout: float = 90.0) -> ServerProcess:
+        # Generous: a start takes ~1 s here, but a CI machine busy with other work can take far longer.
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(

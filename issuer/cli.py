@@ -118,6 +118,8 @@ def serve(host: str, port: int, log_level: str, workers: int) -> None:
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,
+        # uvicorn kills a worker that does not answer its ping in time, starting ones too
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout,
     )
 
 

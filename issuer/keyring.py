@@ -12,6 +12,7 @@ decrypted signer and the rendered JWKS (RFC 7517: public members only).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -187,7 +188,7 @@ class KeyRing:
         async with self.db.transaction() as conn:
             active = (await conn.execute(select(T.c.kid).where(T.c.state == "active"))).first()
         if active is None:
-            key = generate_key(self.material, self.alg)
+            key = await asyncio.to_thread(generate_key, self.material, self.alg)  # CPU: off the loop
             try:
                 async with self.db.transaction() as conn:
                     await conn.execute(

@@ -144,6 +144,8 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
         # networks); none listed: never, whatever FORWARDED_ALLOW_IPS says.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        # uvicorn kills a worker that does not answer its ping in time, starting ones too
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout,
     )
 
 

@@ -55,7 +55,14 @@ Checks
 
 With Redis, :meth:`Denylist.is_revoked` is one ``MGET`` of the marker and the token's five
 possible keys: it sees a revocation made on any instance as soon as that instance's write
-returned. Redis unreachable: :class:`~issuer.errors.TemporarilyUnavailable` (503), unless
+returned. A Sentinel or Cluster failover can lose writes the old master acknowledged (replication
+is asynchronous, and an old master accepts writes until it is demoted): the database is the
+source of truth, so whenever a Redis command fails (a failover kills the connections) or the
+server's replication id changes, the next reconciliation pushes every live row again, and a check
+that met a lost connection is answered only after it. Guarantee: once an instance's connections
+have moved to the new master (Sentinel kills the old ones), its answers include every revocation
+committed to the database; other copies converge within a reconciliation (a second). Redis
+unreachable: :class:`~issuer.errors.TemporarilyUnavailable` (503), unless
 ``ISSUER_DENYLIST_FAIL_OPEN=true`` (then "not revoked", a documented risk, logged loudly).
 Without Redis (the embedded default), checks read an in-process copy of the database table that
 is refreshed at most a second old, so revocations made by another process (``issuer sessions
@@ -199,12 +206,14 @@ def _redis_client(url: str) -> aioredis.Redis:
 
     from issuer import redis_conn
 
-    # Fail fast: a check that cannot reach Redis must become a 503 now, not after backoffs.
+    # Fail fast: a check that cannot reach Redis must become a 503 now, not after backoffs. No
+    # hidden retry either: a lost connection may mean a failover that lost writes, so the denylist
+    # retries itself, once, after reconciling the new server with the database (Denylist._lost).
     return redis_conn.async_client(
         url,
         socket_connect_timeout=1,
         socket_timeout=2,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
 
@@ -250,6 +259,8 @@ class Denylist:
         self._rebuild_lock = asyncio.Lock()
         self._synced_id = 0  # Redis: rows up to here were pushed by this process's reconciliation
         self._dirty = False  # a Redis write failed: reconcile before the next answer
+        self._full = False  # Redis may have lost acknowledged writes: the next reconcile pushes every row
+        self._server: str | None = None  # the Redis dataset last reconciled (its replication id)
         # Without Redis: the in-process copy of the table.
         self._cache: dict[tuple[str, str], Entry] = {}
         self._cache_id = 0
@@ -281,8 +292,7 @@ class Denylist:
                 await self._sync()
             except self._errors as error:
                 log.error("Redis unreachable at start (%s): denylist checks answer 503", type(error).__name__)
-                self._dirty = True
-                self.redis_errors += 1  # a metric
+                self._lost()
         else:
             try:
                 await self._refresh_cache()  # the revoked signing keys before the first token
@@ -316,8 +326,7 @@ class Denylist:
             except TemporarilyUnavailable as error:
                 log.warning("denylist maintenance: database unavailable (%s)", error.detail)
             except self._errors as error:
-                self._dirty = True
-                self.redis_errors += 1  # a metric
+                self._lost()
                 log.warning("denylist maintenance: Redis unavailable (%s)", type(error).__name__)
             except Exception:
                 log.exception("denylist maintenance failed")
@@ -378,14 +387,17 @@ class Denylist:
         self.additions[(kind, reason)] += 1
         if self.redis is not None:
             try:
-                stored = await self._merge(
-                    keys=[self.key(kind, value)], args=[kind, value, entry.at, entry.exp, now]
-                )
-                if stored is not None:
-                    await self.redis.publish(self.channel, stored)
+                try:
+                    stored = await self._merge(
+                        keys=[self.key(kind, value)], args=[kind, value, entry.at, entry.exp, now]
+                    )
+                    if stored is not None:
+                        await self.redis.publish(self.channel, stored)
+                except self._errors:
+                    self._lost()
+                    await self._sync()  # once more, on a new connection: pushes this row (and any lost)
             except self._errors as error:
-                self._dirty = True
-                self.redis_errors += 1  # a metric
+                self._lost()
                 log.error(
                     "denylist entry %s written to the database but not to Redis (%s); will retry",
                     kind,
@@ -428,8 +440,7 @@ class Denylist:
             try:
                 found = await self._redis_entries(wanted)
             except self._errors as error:
-                self._dirty = True
-                self.redis_errors += 1  # a metric
+                self._lost()
                 if self.fail_open:
                     if time.monotonic() - self._last_open_warning > 10:
                         self._last_open_warning = time.monotonic()
@@ -442,11 +453,31 @@ class Denylist:
         """Raise :class:`TemporarilyUnavailable` when checks cannot be answered now (fail closed)."""
         await self.is_revoked({})
 
+    def _lost(self) -> None:
+        """A Redis command failed. The connection may come back to another server (a Sentinel or
+        Cluster failover) or to a restarted one, and either may lack writes it had acknowledged
+        (replication is asynchronous; an old master keeps accepting writes until it is demoted).
+        So before the next answer, reconcile every live row from the database, not only new ones."""
+        self._dirty = True
+        self._full = True
+        self.redis_errors += 1  # a metric
+
     async def _redis_entries(self, wanted: list[tuple[str, str]]) -> list[Entry]:
         assert self.redis is not None
         if self._dirty:
             await self._sync()
         keys = [self.marker] + [self.key(kind, value) for kind, value in wanted]
+        try:
+            return await self._lookup(keys)
+        except self._errors:
+            # Asked once more, but only after the reconciliation: an answer from a server that
+            # may have lost writes could un-revoke a token. A second failure is the caller's 503.
+            self._lost()
+            await self._sync()
+            return await self._lookup(keys)
+
+    async def _lookup(self, keys: list[str]) -> list[Entry]:
+        assert self.redis is not None
         for _ in range(3):
             values = await self.redis.mget(keys)
             if values[0] is not None:
@@ -473,15 +504,38 @@ class Denylist:
 
     # ------------------------------------------------------------------ Redis copy
 
-    async def _sync(self) -> None:
-        """Push rows not yet known to be in Redis (and recent ones again); rebuild if the copy is gone."""
+    async def _identity(self) -> str | None:
+        """The replication id of the server holding the copy: it changes when a replica is promoted
+        (a failover) or a server restarts or resyncs, i.e. whenever acknowledged writes may be gone.
+        None on a Cluster (a failover there is met as lost connections, see :meth:`_lost`)."""
+        from redis.asyncio.cluster import RedisCluster
+
         assert self.redis is not None
+        if isinstance(self.redis, RedisCluster):
+            return None
+        info = await self.redis.info("replication")
+        return str(info.get("master_replid", "")) or None
+
+    async def _sync(self) -> None:
+        """Push rows not yet known to be in Redis (and recent ones again); every live row when the
+        server may have lost writes (:meth:`_lost`, or its replication id changed); rebuild if the
+        copy is gone altogether."""
+        assert self.redis is not None
+        identity = await self._identity()
+        if identity != self._server:
+            if self._server is not None:
+                log.warning("denylist: Redis server changed (failover or restart): reconciling every entry")
+                self._full = True
+            self._server = identity
         if await self.redis.exists(self.marker) == 0:
             await self.rebuild()
             return
+        full = self._full
         now = int(self.clock())
         async with self.db.transaction() as conn:
-            rows = await self.store.live(conn, now=now, after_id=self._synced_id, recent_since=now - OVERLAP)
+            rows = await self.store.live(
+                conn, now=now, after_id=0 if full else self._synced_id, recent_since=now - OVERLAP
+            )
         if rows:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for row in rows:
@@ -500,6 +554,8 @@ class Denylist:
             self._synced_id = max(self._synced_id, max(row.id for row in rows))
             self._note_kids(rows)
         self._dirty = False
+        if full:
+            self._full = False
 
     def _note_kids(self, rows: Iterable[Any]) -> None:
         """With Redis: the ``kid`` rows read from the database (another process revoked a key)."""
@@ -530,6 +586,7 @@ class Denylist:
             self._synced_id = max([self._synced_id, *(row.id for row in rows)])
             self._note_kids(rows)
             self._dirty = False
+            self._full = False
             log.warning("denylist rebuilt in Redis from the database (%d entries)", len(rows))
             return len(rows)
 

@@ -16,6 +16,7 @@ signing with the key and publishing it without waiting for the row.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -197,7 +198,7 @@ class KeyRing:
         async with self.db.transaction() as conn:
             active = (await conn.execute(select(T.c.kid).where(T.c.state == "active"))).first()
         if active is None:
-            key = generate_key(self.material, self.alg)
+            key = await asyncio.to_thread(generate_key, self.material, self.alg)  # CPU: off the loop
             try:
                 async with self.db.transaction() as conn:
                     await conn.execute(

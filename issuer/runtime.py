@@ -123,9 +123,10 @@ class Runtime:
             await asyncio.to_thread(migrations.upgrade, self.settings.database_url)
         async with self.db.transaction() as conn:
             current = await migrations.current(conn)
-        if current != migrations.head():
+        head = await asyncio.to_thread(migrations.head)  # reads every revision file: not on the loop
+        if current != head:
             raise SchemaOutOfDate(
-                f"the database schema is at {current or 'nothing'}, the issuer needs {migrations.head()}: "
+                f"the database schema is at {current or 'nothing'}, the issuer needs {head}: "
                 "run `issuer db upgrade`"
             )
 

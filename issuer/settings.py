@@ -76,6 +76,7 @@ class Settings:
     body_timeout: int
     max_connections: int
     db_pool_size: int
+    worker_healthcheck_timeout: int
     retry_after: int
     key_reload_interval: int
     key_rotation_interval: int
@@ -376,6 +377,15 @@ SPECS: tuple[Spec, ...] = (
         "10",
         _int("ISSUER_DB_POOL_SIZE", 1, 200),
         "Database connections per process.",
+    ),
+    Spec(
+        "worker_healthcheck_timeout",
+        "ISSUER_WORKER_HEALTHCHECK_TIMEOUT",
+        "30",
+        _int("ISSUER_WORKER_HEALTHCHECK_TIMEOUT", 5, 600),
+        "With `issuer serve --workers N`: seconds a worker has to answer the supervisor's health-check "
+        "ping before it is killed and replaced. uvicorn's 5 s kills workers that are merely slow to "
+        "start on a loaded host; the ping is answered by a thread, so a busy event loop does not delay it.",
     ),
     Spec(
         "retry_after",

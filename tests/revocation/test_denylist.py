@@ -16,6 +16,7 @@ from issuer.denylist import KINDS, Denylist, DenylistMirror, Entry, matches
 from issuer.errors import TemporarilyUnavailable
 from issuer.store.database import Database
 from tests import support
+from tests.revocation.support import redis_server
 
 NOW = int(time.time())  # refreshed before every test (the suite can run longer than an entry lives)
 
@@ -318,6 +319,38 @@ async def test_unreachable_redis_fails_closed(pg_url: str, tmp_path: Path) -> No
         await closed.close()
         await opened.close()
         await database.close()
+
+
+async def test_a_failover_that_lost_a_write_is_reconciled_before_the_next_answer(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """What a Sentinel failover does to an instance: its connections are killed (Sentinel's
+    ``CLIENT KILL``) and come back to a server that lacks an acknowledged write (replication is
+    asynchronous), though it has the copy's marker. The next check must reconcile every live row
+    from the database first, not only recent ones, and so never answer "not revoked"."""
+    database = Database(pg_url)
+    clock = [float(NOW)]
+    with redis_server(tmp_path) as server:
+        writer = make(database, server.url)
+        reader = make(database, server.url, clock=lambda: clock[0])
+        admin = server.client()
+        try:
+            await writer.start(background=False)
+            await reader.start(background=False)
+            await writer.add("sid", "sid_lost", NOW, NOW + 300, reason="test")
+            claims = {"sid": "sid_lost"}
+            assert await reader.is_revoked(claims) is True
+            await reader._sync()  # the reader's reconciliation has seen the row: it is not "new"
+            clock[0] += 60  # nor recent any more
+            admin.delete("issuer:deny:sid:sid_lost")  # the new master never got it
+            admin.client_kill_filter(_type="normal", skipme=True)  # the failover's CLIENT KILL
+            assert await reader.is_revoked(claims) is True
+            assert admin.get("issuer:deny:sid:sid_lost") is not None  # and the copy is whole again
+        finally:
+            admin.close()
+            await writer.close()
+            await reader.close()
+            await database.close()
 
 
 def test_kinds_are_the_documented_ones() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from issuer import migrations, rotation
 from issuer.clients import ClientDirectory
+from issuer.clock import wall_clock
 from issuer.denylist import Denylist
 from issuer.grants import GrantContext
 from issuer.keyfiles import KeyMaterial, load_key_material
@@ -41,6 +42,7 @@ class SchemaOutOfDate(RuntimeError):
 class Runtime:
     def __init__(self, settings: Settings, *, material: KeyMaterial | None = None) -> None:
         self.settings = settings
+        self.clock = wall_clock()  # time.time; skewed only by a test (issuer.clock)
         self.material = material or load_key_material(settings)
         self.db = Database(
             settings.database_url, pool_size=settings.db_pool_size, retry_after=settings.retry_after
@@ -64,10 +66,11 @@ class Runtime:
         self.grants = GrantContext(
             settings=settings,
             db=self.db,
-            minter=AccessTokenMinter(self.keyring, settings.url),
+            minter=AccessTokenMinter(self.keyring, settings.url, clock=self.clock),
             refresh_tokens=RefreshTokens(self.material.hmac_key),
             refresh_store=self.refresh_store,
             users=self.users,
+            clock=self.clock,
         )
         # Metadata members contributed by optional endpoints (revocation, introspection, ...).
         self.metadata_extra: dict[str, Any] = {}
@@ -81,6 +84,7 @@ class Runtime:
             fail_open=settings.denylist_fail_open,
             default_ttl=settings.access_token_ttl,
             audit=self.audit,
+            clock=self.clock,
         )
         self.revocation = Revocation(
             issuer=settings.url,
@@ -91,6 +95,7 @@ class Runtime:
             refresh_tokens=self.grants.refresh_tokens,
             denylist=self.denylist,
             audit=self.audit,
+            clock=self.clock,
         )
         self.grants.on_family_revoked.append(self.revocation.on_family_revoked)
         self.grants.session_checks.append(self.revocation.check_session)

@@ -15,6 +15,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,9 +94,10 @@ class AccessToken:
 class AccessTokenMinter:
     """RFC 9068 access tokens signed by the key ring's active key."""
 
-    def __init__(self, keyring: KeyRing, issuer: str) -> None:
+    def __init__(self, keyring: KeyRing, issuer: str, *, clock: Callable[[], float] = time.time) -> None:
         self.keyring = keyring
         self.issuer = issuer
+        self.clock = clock
 
     def mint(
         self,
@@ -108,7 +110,7 @@ class AccessTokenMinter:
         sid: str | None = None,
         now: int | None = None,
     ) -> AccessToken:
-        issued = int(time.time()) if now is None else now
+        issued = int(self.clock()) if now is None else now
         # RFC 9068 2.2: iss, exp, aud, sub, client_id, iat, jti are required.
         claims: dict[str, Any] = {
             "iss": self.issuer,

@@ -74,6 +74,7 @@ class Revocation:
         denylist: Denylist,
         audit: AuditStore,
         clock: Callable[[], float] = time.time,
+        clock_skew: int = 0,
     ) -> None:
         self.issuer = issuer
         self.db = db
@@ -84,6 +85,7 @@ class Revocation:
         self.denylist = denylist
         self.audit = audit
         self.clock = clock
+        self.clock_skew = clock_skew  # seconds other instances' clocks may be ahead of ours
         self._keys: dict[str, jwt.PyJWK] = {}
         self._keys_etag: str | None = None
         self.unknown_kids = 0  # tokens whose kid is not in the JWKS (a metric)
@@ -125,6 +127,7 @@ class Revocation:
                 issuer=self.issuer,
                 options={
                     "verify_exp": False,  # judged by the caller: revoke ignores, introspect says inactive
+                    "verify_iat": False,  # below, by our clock: minted by an instance whose clock is ahead
                     "verify_aud": False,
                     "require": ["exp", "iat", "jti", "sub", "client_id"],
                 },
@@ -132,6 +135,9 @@ class Revocation:
         except jwt.PyJWTError:
             return None
         if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
+            return None
+        iat = claims.get("iat")
+        if not isinstance(iat, int) or isinstance(iat, bool) or iat > self.clock() + self.clock_skew:
             return None
         return AccessTokenView(claims, kid)
 
@@ -320,9 +326,12 @@ class Revocation:
         self, kind: str, value: str, *, subject: str | None, client_id: str | None, reason: str, actor: str
     ) -> SessionsRevoked:
         at = int(self.clock())
+        # Another instance's clock may run ahead of ours: its tokens minted before this moment can
+        # carry an iat up to clock_skew later, so the cut-off covers them too (fail closed).
+        cutoff = at + self.clock_skew
         ttl = await self.denylist.longest_token_ttl(client_id)
         # The denylist first: from this second on, every access token issued up to now is dead.
-        entry = await self.denylist.add(kind, value, at, at + ttl, reason=reason, actor=actor)
+        entry = await self.denylist.add(kind, value, cutoff, cutoff + ttl, reason=reason, actor=actor)
         async with self.db.transaction() as conn:
             families: Sequence[Row[Any]] = await self.refresh_store.families(
                 conn, subject=subject, client_id=client_id, live_at=at
@@ -332,7 +341,7 @@ class Revocation:
                 if await self.refresh_store.revoke_family(conn, family.id, at, reason):
                     await self._audit_family(conn, family, at, reason, actor, None)
                     ended.append(family.id)
-        return SessionsRevoked(kind, value, at, entry.exp, tuple(ended))
+        return SessionsRevoked(kind, value, cutoff, entry.exp, tuple(ended))
 
     async def revoke_subject(self, subject: str, *, reason: str, actor: str) -> SessionsRevoked:
         """Log out everywhere: every family of ``subject`` and every access token issued up to now."""

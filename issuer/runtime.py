@@ -96,6 +96,7 @@ class Runtime:
             denylist=self.denylist,
             audit=self.audit,
             clock=self.clock,
+            clock_skew=settings.clock_skew,
         )
         self.grants.on_family_revoked.append(self.revocation.on_family_revoked)
         self.grants.session_checks.append(self.revocation.check_session)

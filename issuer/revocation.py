@@ -211,7 +211,18 @@ class Revocation:
 
     async def revoke(self, token: str, hint: str | None, client: ClientRecord, address: str | None) -> str:
         """Revoke ``token`` for ``client``; returns what happened (for logs and tests), never raises
-        for a token that is not revocable by this client (RFC 7009 2.2)."""
+        for a token that is not revocable by this client (RFC 7009 2.2).
+
+        Answered only once the revocation is where every instance checks (Redis): written to the
+        database alone (Redis unreachable from this instance, maybe not from the others), it raises
+        :class:`~issuer.errors.TemporarilyUnavailable` (503, RFC 7009 2.2.1), and the client's retry
+        is answered when the entry has reached Redis. The entry is durable either way."""
+        outcome = await self._revoke(token, hint, client, address)
+        if outcome in ("access_token", "refresh_token", "already_revoked"):
+            await self.denylist.ensure_available()  # pushes what Redis missed first, or raises
+        return outcome
+
+    async def _revoke(self, token: str, hint: str | None, client: ClientRecord, address: str | None) -> str:
         order = (
             ("access_token", "refresh_token") if hint == "access_token" else ("refresh_token", "access_token")
         )

@@ -17,6 +17,7 @@ from issuer import migrations, rotation
 from issuer.clients import ClientDirectory
 from issuer.clock import wall_clock
 from issuer.denylist import Denylist
+from issuer.errors import TemporarilyUnavailable
 from issuer.grants import GrantContext
 from issuer.keyfiles import KeyMaterial, load_key_material
 from issuer.keyring import KeyRing
@@ -147,6 +148,8 @@ class Runtime:
                     log.info(
                         "key ring reloaded", extra={"kids": [kid for kid, _ in self.keyring.fingerprint]}
                     )
+            except TemporarilyUnavailable as error:  # an outage: the ring we have goes on signing
+                log.warning("key ring reload: database unavailable (%s)", error.detail)
             except Exception:  # keep serving with the ring we have; say so loudly
                 log.exception("key ring reload failed")
 

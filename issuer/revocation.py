@@ -74,6 +74,7 @@ class Revocation:
         denylist: Denylist,
         audit: AuditStore,
         clock: Callable[[], float] = time.time,
+        clock_skew: int = 0,
     ) -> None:
         self.issuer = issuer
         self.db = db
@@ -84,6 +85,7 @@ class Revocation:
         self.denylist = denylist
         self.audit = audit
         self.clock = clock
+        self.clock_skew = clock_skew  # seconds other instances' clocks may be ahead of ours
         self._keys: dict[str, jwt.PyJWK] = {}
         self._keys_etag: str | None = None
         self.unknown_kids = 0  # tokens whose kid is not in the JWKS (a metric)
@@ -125,6 +127,7 @@ class Revocation:
                 issuer=self.issuer,
                 options={
                     "verify_exp": False,  # judged by the caller: revoke ignores, introspect says inactive
+                    "verify_iat": False,  # below, by our clock: minted by an instance whose clock is ahead
                     "verify_aud": False,
                     "require": ["exp", "iat", "jti", "sub", "client_id"],
                 },
@@ -132,6 +135,9 @@ class Revocation:
         except jwt.PyJWTError:
             return None
         if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
+            return None
+        iat = claims.get("iat")
+        if not isinstance(iat, int) or isinstance(iat, bool) or iat > self.clock() + self.clock_skew:
             return None
         return AccessTokenView(claims, kid)
 
@@ -207,7 +213,18 @@ class Revocation:
 
     async def revoke(self, token: str, hint: str | None, client: ClientRecord, address: str | None) -> str:
         """Revoke ``token`` for ``client``; returns what happened (for logs and tests), never raises
-        for a token that is not revocable by this client (RFC 7009 2.2)."""
+        for a token that is not revocable by this client (RFC 7009 2.2).
+
+        Answered only once the revocation is where every instance checks (Redis): written to the
+        database alone (Redis unreachable from this instance, maybe not from the others), it raises
+        :class:`~issuer.errors.TemporarilyUnavailable` (503, RFC 7009 2.2.1), and the client's retry
+        is answered when the entry has reached Redis. The entry is durable either way."""
+        outcome = await self._revoke(token, hint, client, address)
+        if outcome in ("access_token", "refresh_token", "already_revoked"):
+            await self.denylist.ensure_available()  # pushes what Redis missed first, or raises
+        return outcome
+
+    async def _revoke(self, token: str, hint: str | None, client: ClientRecord, address: str | None) -> str:
         order = (
             ("access_token", "refresh_token") if hint == "access_token" else ("refresh_token", "access_token")
         )
@@ -330,10 +347,14 @@ class Revocation:
         cover: int = 0,
     ) -> SessionsRevoked:
         now = int(self.clock())
-        at = now + cover  # the cut-off: access tokens (and logins) issued up to `at` are revoked
+        # The cut-off: access tokens (and logins) issued up to `cutoff` are revoked. `cover` moves it
+        # ahead for what other instances may still issue (a client cached as enabled); another
+        # instance's clock may run ahead of ours, so its tokens minted before this moment can carry
+        # an iat up to clock_skew later: the cut-off covers them too (fail closed).
+        cutoff = now + cover + self.clock_skew
         ttl = await self.denylist.longest_token_ttl(client_id)
-        # The denylist first: from this second on, every access token issued up to `at` is dead.
-        entry = await self.denylist.add(kind, value, at, at + ttl, reason=reason, actor=actor)
+        # The denylist first: from this second on, every access token issued up to `cutoff` is dead.
+        entry = await self.denylist.add(kind, value, cutoff, cutoff + ttl, reason=reason, actor=actor)
         async with self.db.transaction() as conn:
             families: Sequence[Row[Any]] = await self.refresh_store.families(
                 conn, subject=subject, client_id=client_id, live_at=now
@@ -343,7 +364,7 @@ class Revocation:
                 if await self.refresh_store.revoke_family(conn, family.id, now, reason):
                     await self._audit_family(conn, family, now, reason, actor, None)
                     ended.append(family.id)
-        return SessionsRevoked(kind, value, at, entry.exp, tuple(ended))
+        return SessionsRevoked(kind, value, cutoff, entry.exp, tuple(ended))
 
     async def revoke_subject(self, subject: str, *, reason: str, actor: str) -> SessionsRevoked:
         """Log out everywhere: every family of ``subject`` and every access token issued up to now."""

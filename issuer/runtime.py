@@ -15,7 +15,9 @@ from typing import Any
 
 from issuer import migrations, rotation
 from issuer.clients import ClientDirectory
+from issuer.clock import wall_clock
 from issuer.denylist import Denylist
+from issuer.errors import TemporarilyUnavailable
 from issuer.grants import GrantContext
 from issuer.keyfiles import KeyMaterial, load_key_material
 from issuer.keyring import KeyRing
@@ -45,6 +47,7 @@ class SchemaOutOfDate(RuntimeError):
 class Runtime:
     def __init__(self, settings: Settings, *, material: KeyMaterial | None = None) -> None:
         self.settings = settings
+        self.clock = wall_clock()  # time.time; skewed only by a test (issuer.clock)
         self.material = material or load_key_material(settings)
         self.db = Database(
             settings.database_url, pool_size=settings.db_pool_size, retry_after=settings.retry_after
@@ -69,10 +72,11 @@ class Runtime:
         self.grants = GrantContext(
             settings=settings,
             db=self.db,
-            minter=AccessTokenMinter(self.keyring, settings.url),
+            minter=AccessTokenMinter(self.keyring, settings.url, clock=self.clock),
             refresh_tokens=RefreshTokens(self.material.hmac_key),
             refresh_store=self.refresh_store,
             users=self.users,
+            clock=self.clock,
         )
         # Metadata members contributed by optional endpoints (revocation, introspection, ...).
         self.metadata_extra: dict[str, Any] = {}
@@ -86,6 +90,7 @@ class Runtime:
             fail_open=settings.denylist_fail_open,
             default_ttl=settings.access_token_ttl,
             audit=self.audit,
+            clock=self.clock,
         )
         self.revocation = Revocation(
             issuer=settings.url,
@@ -96,6 +101,8 @@ class Runtime:
             refresh_tokens=self.grants.refresh_tokens,
             denylist=self.denylist,
             audit=self.audit,
+            clock=self.clock,
+            clock_skew=settings.clock_skew,
         )
         # A signing key on the denylist never signs (the minter looks it up before every token)
         # and leaves the JWKS at the next reload, which its appearance triggers at once.
@@ -163,6 +170,8 @@ class Runtime:
                     log.info(
                         "key ring reloaded", extra={"kids": [kid for kid, _ in self.keyring.fingerprint]}
                     )
+            except TemporarilyUnavailable as error:  # an outage: the ring we have goes on signing
+                log.warning("key ring reload: database unavailable (%s)", error.detail)
             except Exception:  # keep serving with the ring we have; say so loudly
                 log.exception("key ring reload failed")
             if self.keyring.active_denied:

@@ -84,6 +84,7 @@ class Settings:
     redis_prefix: str
     denylist_fail_open: bool
     denylist_leeway: int
+    clock_skew: int
     metrics_token: str | None
     metrics_public: bool
     rate_limit_client: int
@@ -439,6 +440,15 @@ SPECS: tuple[Spec, ...] = (
         "60",
         _int("ISSUER_DENYLIST_LEEWAY", 0, 3600),
         "Seconds a denylist entry outlives the last token it can match (verifiers' clock skew).",
+    ),
+    Spec(
+        "clock_skew",
+        "ISSUER_CLOCK_SKEW",
+        "1",
+        _int("ISSUER_CLOCK_SKEW", 0, 300),
+        "Seconds the instances' clocks may disagree. A log-out-everywhere or client revocation also "
+        "covers tokens stamped up to this much later (a new login waits that long), and introspection "
+        "accepts an `iat` up to this much ahead.",
     ),
     Spec(
         "metrics_token",

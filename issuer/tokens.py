@@ -15,7 +15,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +101,18 @@ class AccessTokenMinter:
     successor. One set lookup per token.
     """
 
-    def __init__(self, keyring: KeyRing, issuer: str, revoked_kids: Container[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        issuer: str,
+        revoked_kids: Container[str] = frozenset(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.keyring = keyring
         self.issuer = issuer
         self.revoked_kids = revoked_kids
+        self.clock = clock
 
     def mint(
         self,
@@ -117,7 +125,7 @@ class AccessTokenMinter:
         sid: str | None = None,
         now: int | None = None,
     ) -> AccessToken:
-        issued = int(time.time()) if now is None else now
+        issued = int(self.clock()) if now is None else now
         # RFC 9068 2.2: iss, exp, aud, sub, client_id, iat, jti are required.
         claims: dict[str, Any] = {
             "iss": self.issuer,

@@ -21,6 +21,7 @@ from issuer.errors import InvalidClient, InvalidGrant
 from issuer.grants import password, refresh_token
 from issuer.grants.base import TokenRequest
 from issuer.runtime import Runtime
+from issuer.settings import load
 from issuer.store.refresh import Outcome
 from issuer.store.tables import RefreshFamily
 from tests.revocation.support import (
@@ -54,8 +55,9 @@ def _dead(url: str, rs: Client, app: Client, tokens: dict[str, Any]) -> bool:
 
 
 def _next_second(at: float) -> None:
-    # A revocation covers tokens issued in its own second (iat <= at): a new login waits for the next.
-    time.sleep(max(0.0, int(at) + 1.05 - time.time()))
+    # A revocation covers tokens issued up to its cut-off (iat <= at + ISSUER_CLOCK_SKEW, in whole
+    # seconds): a new login waits for the second after it.
+    time.sleep(max(0.0, int(at) + load({}).clock_skew + 1.05 - time.time()))
 
 
 @pytest.fixture(params=["embedded", "cluster"])

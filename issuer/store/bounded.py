@@ -1,6 +1,6 @@
 """Request metadata as it is stored: bounded, valid text, so that writing it can never fail.
 
-Addresses, user agents and other values a client controls reach the audit trail and the
+Client addresses and other values a client controls reach the audit trail and the
 ``refresh_tokens.used_from`` column. Their columns are ``VARCHAR(100)`` (PostgreSQL enforces the
 length) and PostgreSQL text can hold neither NUL nor a lone surrogate: an unchecked value would
 make the insert fail and roll back whatever shared its transaction, a family revocation included.

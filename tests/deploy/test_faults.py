@@ -285,6 +285,29 @@ def _revoked(url: str, setup: Rig, watch: RevocationWatch, kind: str) -> Revocat
     return revocation
 
 
+def _revocation_figures(
+    balancer: Balancer,
+    chains: list[Chain],
+    setup: Rig,
+    revocations: list[Revocation],
+    watch: RevocationWatch,
+    recovery: float,
+) -> dict[str, Any]:
+    """The Redis faults' figures: the load's, plus what became of revocations and revoked tokens."""
+    return _figures(
+        balancer,
+        chains,
+        setup.database_url,
+        revocations=len(revocations),
+        revocations_503=sum(r.statuses.count(503) for r in revocations),
+        revoked=len(watch.access) + len(watch.refresh),
+        revoked_checks=sum(watch.counts.values()),
+        revoked_503=sum(n for key, n in watch.counts.items() if key.endswith(" 503")),
+        revoked_accepted=len(watch.accepted),
+        recovery_s=recovery,
+    )
+
+
 def _final_revocation_check(setup: Rig, watch: RevocationWatch) -> None:
     """After recovery every instance answers, and says "revoked", for every watched token."""
     for url in setup.urls:
@@ -331,18 +354,7 @@ def test_redis_killed_and_restarted(
                 assert load.wait_ok(load.ok + 60)
                 watch.sweep()
             _final_revocation_check(setup, watch)
-            figures = _figures(
-                balancer,
-                chains,
-                setup.database_url,
-                revocations=len(revocations),
-                revocations_503=sum(r.statuses.count(503) for r in revocations),
-                revoked=len(watch.access) + len(watch.refresh),
-                revoked_checks=sum(watch.counts.values()),
-                revoked_503=sum(n for key, n in watch.counts.items() if key.endswith(" 503")),
-                revoked_accepted=len(watch.accepted),
-                recovery_s=recovery,
-            )
+            figures = _revocation_figures(balancer, chains, setup, revocations, watch, recovery)
             record(tmp_path, "redis-kill", figures)
             assert watch.accepted == [], watch.accepted
             assert [r.statuses[-1] for r in revocations] == [200] * 6
@@ -388,18 +400,7 @@ def test_redis_partitioned_from_one_instance(
                 assert load.wait_ok(load.ok + 60)
                 watch.sweep()
             _final_revocation_check(setup, watch)
-            figures = _figures(
-                balancer,
-                chains,
-                setup.database_url,
-                revocations=len(revocations),
-                revocations_503=sum(r.statuses.count(503) for r in revocations),
-                revoked=len(watch.access) + len(watch.refresh),
-                revoked_checks=sum(watch.counts.values()),
-                revoked_503=sum(n for key, n in watch.counts.items() if key.endswith(" 503")),
-                revoked_accepted=len(watch.accepted),
-                recovery_s=recovery,
-            )
+            figures = _revocation_figures(balancer, chains, setup, revocations, watch, recovery)
             record(tmp_path, "redis-partition", figures)
             assert watch.accepted == [], watch.accepted
             assert [r.statuses[-1] for r in revocations] == [200] * 6

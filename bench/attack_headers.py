@@ -43,7 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from issuer import migrations
-from issuer.keyfiles import b64encode
+from issuer.keys.material import b64encode
 from tests import support
 
 MiB = 1 << 20

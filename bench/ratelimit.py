@@ -170,7 +170,7 @@ async def middleware_overhead(n: int) -> tuple[float, float]:
     from types import SimpleNamespace
 
     from issuer.http.observe import observe
-    from issuer.metrics import Metrics
+    from issuer.observability.metrics import Metrics
 
     logging.getLogger("issuer.access").setLevel(logging.WARNING)  # as a benchmarked server runs
     state = SimpleNamespace(runtime=SimpleNamespace(metrics=Metrics()))

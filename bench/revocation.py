@@ -7,7 +7,7 @@ key prefix of its own), then prints:
   ``--seconds``), each request a signature check plus one Redis ``MGET``;
 * revoke-to-reject latency over ``--revocations`` tokens: from sending ``POST /revoke`` to
   instance one until instance two's ``/introspect`` says ``active: false`` (median, p99, max),
-  and until a verifier's local copy (:class:`issuer.denylist.DenylistMirror`, fed by the Redis
+  and until a verifier's local copy (:class:`issuer.revocation.denylist.DenylistMirror`, fed by the Redis
   channel) has the entry.
 
     .venv/bin/python bench/revocation.py [--seconds 5] [--concurrency 8] [--revocations 100]
@@ -35,7 +35,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from issuer import migrations
-from issuer.denylist import DenylistMirror
+from issuer.revocation.denylist import DenylistMirror
 from tests import support
 
 

@@ -19,8 +19,8 @@ import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from issuer.keyfiles import KeyMaterial
-from issuer.keyring import Signer, generate_key, unseal
+from issuer.keys.material import KeyMaterial
+from issuer.keys.ring import Signer, generate_key, unseal
 
 
 def rate(operation: Callable[[], object], seconds: float) -> float:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from issuer.keyring import public_jwk
+from issuer.keys.ring import public_jwk
 from issuer.verify import Verifier
 from issuer.verify_denylist import Denylist
 

@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=[lifespan],
         middleware=[observe],  # request id, latency metrics, access line (issuer.http.observe)
         before_send=[common_headers],  # X-Content-Type-Options: nosniff on every response
-        logging_config=None,  # logging is `issuer serve`'s (issuer.logs), in every worker too
+        logging_config=None,  # logging is `issuer serve`'s (issuer.observability.logs), in every worker too
         exception_handlers={
             IssuerError: error_response,
             HTTPException: http_exception_response,

@@ -1,7 +1,7 @@
 """OAuth clients: registration, secrets and authentication (RFC 6749 2.3.1).
 
 Secrets are 256 random bits, shown once, stored as HMAC-SHA-256 under a key kept outside the
-database (:mod:`issuer.keyfiles`), and compared in constant time. A client holds up to two live
+database (:mod:`issuer.keys.material`), and compared in constant time. A client holds up to two live
 secrets so that it can rotate: ``rotate_secret`` makes a new primary and keeps the previous one
 valid until a deadline. Records are cached in-process for ``ISSUER_CLIENT_CACHE_TTL`` seconds,
 so authentication costs one HMAC (about 4 us) on the hot path.

@@ -13,17 +13,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from issuer import migrations, rotation
+from issuer import migrations
 from issuer.clients import ClientDirectory
 from issuer.clock import wall_clock
-from issuer.denylist import Denylist
 from issuer.errors import TemporarilyUnavailable
 from issuer.grants import GrantContext
-from issuer.keyfiles import KeyMaterial, load_key_material
-from issuer.keyring import KeyRing
-from issuer.metrics import Metrics
+from issuer.keys import rotation
+from issuer.keys.material import KeyMaterial, load_key_material
+from issuer.keys.ring import KeyRing
+from issuer.observability.metrics import Metrics
 from issuer.ratelimit import RateLimits
-from issuer.revocation import Revocation
+from issuer.revocation.denylist import Denylist
+from issuer.revocation.service import Revocation
 from issuer.settings import Settings, jwks_max_age
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database

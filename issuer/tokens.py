@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from issuer.errors import InvalidScope, TemporarilyUnavailable
-from issuer.keyring import KeyRing, Signer
+from issuer.keys.ring import KeyRing, Signer
 
 __all__ = [
     "REFRESH_PREFIX",
@@ -95,7 +95,7 @@ class AccessTokenMinter:
     """RFC 9068 access tokens signed by the key ring's active key, never by a revoked one.
 
     ``revoked_kids`` is the denylist's set of revoked signing keys
-    (:attr:`issuer.denylist.Denylist.kids`): a key listed there does not sign even while the ring
+    (:attr:`issuer.revocation.denylist.Denylist.kids`): a key listed there does not sign even while the ring
     still holds it (``issuer keys revoke`` ran in another process and the ring has not reloaded
     yet); the request answers 503 ``temporarily_unavailable`` (retry) until the ring has its
     successor. One set lookup per token.

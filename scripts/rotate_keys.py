@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 try:
-    from issuer.keys_cli import main
+    from issuer.cli.keys import main
 except ImportError:
     venv = Path(__file__).resolve().parent.parent / ".venv"
     if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():

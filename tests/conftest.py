@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from issuer import migrations
-from issuer.keyfiles import KeyMaterial, b64encode
+from issuer.keys.material import KeyMaterial, b64encode
 from issuer.runtime import Runtime
 from issuer.settings import Settings, load
 from tests import support

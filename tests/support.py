@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from issuer.keyfiles import b64encode
+from issuer.keys.material import b64encode
 
 __all__ = [
     "PASSWORD",

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from issuer.errors import InvalidClient
-from issuer.keyfiles import b64decode
+from issuer.keys.material import b64decode
 from issuer.runtime import Runtime
 from issuer.store.tables import Client
 

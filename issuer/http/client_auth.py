@@ -9,7 +9,7 @@ from litestar import Request
 from issuer.clients import ClientDirectory, ClientRecord
 from issuer.errors import InvalidClient, InvalidRequest
 from issuer.http.edge import check_client_id, parse_basic
-from issuer.logs import note_client
+from issuer.observability.logs import note_client
 
 __all__ = ["AUTH_METHODS", "authenticate_client"]
 

@@ -5,9 +5,10 @@ and ``GET /metrics``.
 only, so unknown paths add no metric series): it takes the request id from an incoming
 ``X-Request-ID`` when that is sane (1-100 of ``A-Z a-z 0-9 . _ : -``, and not shaped like a
 credential), else makes one; echoes it in the response; makes it (and the client id, once the
-client authenticated) part of every log line of the request (:mod:`issuer.logs`); and records the
-latency in the runtime's :class:`~issuer.metrics.Metrics`. It reads no header but
-``X-Request-ID`` and no body.
+client authenticated) part of every log line of the request
+(:mod:`issuer.observability.logs`); and records the latency in the runtime's
+:class:`~issuer.observability.metrics.Metrics`. It reads no header but ``X-Request-ID`` and no
+body.
 
 ``GET /metrics`` answers only a request bearing ``Authorization: Bearer <ISSUER_METRICS_TOKEN>``
 (compared in constant time), or anyone when ``ISSUER_METRICS_PUBLIC=true``; otherwise it is the
@@ -29,8 +30,8 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotFoundException
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from issuer.logs import CREDENTIAL_SHAPES, RequestContext, current
-from issuer.metrics import CONTENT_TYPE
+from issuer.observability.logs import CREDENTIAL_SHAPES, RequestContext, current
+from issuer.observability.metrics import CONTENT_TYPE
 
 __all__ = ["metrics", "observe"]
 

@@ -1,7 +1,7 @@
 """``POST /revoke`` (RFC 7009), ``POST /introspect`` (RFC 7662) and the ``/revocations`` feed.
 
-Controllers only: parse the form, authenticate the client, call :mod:`issuer.revocation` or
-:mod:`issuer.denylist`, render. ``GET`` on the two POST endpoints is a 405 (Litestar's).
+Controllers only: parse the form, authenticate the client, call :mod:`issuer.revocation.service` or
+:mod:`issuer.revocation.denylist`, render. ``GET`` on the two POST endpoints is a 405 (Litestar's).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from issuer.http.client_auth import authenticate_client
 from issuer.http.forms import read_form
 from issuer.http.openapi import TOKEN_FIELDS, TOKEN_RESPONSE, form_operation, ok_json
 from issuer.http.responses import json_response
-from issuer.logs import note_grant
+from issuer.observability.logs import note_grant
 from issuer.runtime import Runtime
 
 __all__ = ["token"]

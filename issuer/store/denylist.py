@@ -1,4 +1,4 @@
-"""Denylist rows: Core statements over the ``denylist`` table (see :mod:`issuer.denylist`)."""
+"""Denylist rows: Core statements over the ``denylist`` table (see :mod:`issuer.revocation.denylist`)."""
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ class AuditEvent(SQLModel, table=True):
 
 
 class DenylistEntry(SQLModel, table=True):
-    """The durable denylist (see :mod:`issuer.denylist` for the entry kinds and matching rules).
+    """The durable denylist (see :mod:`issuer.revocation.denylist` for the entry kinds and matching rules).
 
     Append-only; ``id`` is the feed cursor; rows are pruned once ``exp`` has passed.
     """

@@ -17,7 +17,7 @@ import jwt
 import pytest
 
 from issuer import redis_conn
-from issuer.denylist import DenylistMirror
+from issuer.revocation.denylist import DenylistMirror
 from issuer.settings import SettingsError, load
 from issuer.verify_denylist import RedisDenylist
 from tests import support

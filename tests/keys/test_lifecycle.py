@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text
 
-from issuer import rotation
-from issuer.keyfiles import KeyMaterial
-from issuer.keyring import PRIVATE_MEMBERS, KeyRing, KeyRingError, unseal
+from issuer.keys import rotation
+from issuer.keys.material import KeyMaterial
+from issuer.keys.ring import PRIVATE_MEMBERS, KeyRing, KeyRingError, unseal
 from issuer.settings import Settings
 from issuer.store.database import Database
 from tests.conftest import make_settings
@@ -158,7 +158,7 @@ async def test_revoke_takes_the_key_out_now_and_a_fresh_one_signs(
     assert a not in ring.kids and a not in {k["kid"] for k in ring.jwks["keys"]}
     assert ring.is_revoked(a) and not ring.is_revoked(result.new_active)
     # and on the denylist, for introspection and every verifier's copy (kind "kid")
-    from issuer.denylist import Denylist
+    from issuer.revocation.denylist import Denylist
 
     deny = Denylist(db, redis_url=None)
     try:
@@ -327,8 +327,8 @@ async def test_a_key_the_denylist_lists_never_signs_even_before_its_row_says_rev
     (the minter's set lookup) and leaves it out of the JWKS, whatever the row still says."""
     import time
 
-    from issuer.denylist import Denylist
     from issuer.errors import TemporarilyUnavailable
+    from issuer.revocation.denylist import Denylist
     from issuer.tokens import AccessTokenMinter
 
     a = (await rotation.rotate(db, material, settings, now=T0)).done[0].kid

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from issuer.keyfiles import b64encode
+from issuer.keys.material import b64encode
 from tests import support
 
 SCRIPT = str(support.ROOT / "scripts" / "rotate_keys.py")
@@ -205,7 +205,7 @@ def test_a_kid_that_begins_with_a_dash_is_a_kid_not_an_option(
     """RFC 7638 thumbprints are base64url: about one kid in 64 begins with "-"."""
     from click.testing import CliRunner
 
-    from issuer.keys_cli import keys
+    from issuer.cli.keys import keys
 
     env = {
         "ISSUER_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{support.free_port()}/x",

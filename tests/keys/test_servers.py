@@ -16,9 +16,9 @@ import httpx
 import jwt
 import pytest
 
-from issuer import rotation
-from issuer.keyfiles import KeyMaterial
-from issuer.keyring import PRIVATE_MEMBERS
+from issuer.keys import rotation
+from issuer.keys.material import KeyMaterial
+from issuer.keys.ring import PRIVATE_MEMBERS
 from issuer.settings import load
 from issuer.store.database import Database
 from tests import support

@@ -22,7 +22,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 
-from issuer.logs import JsonFormatter, RequestContext, current, scrub
+from issuer.observability.logs import JsonFormatter, RequestContext, current, scrub
 from tests import support
 
 PASSWORD = "correct horse battery staple"

@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 
 from issuer.app import create_app
 from issuer.errors import Overloaded, RateLimited, TemporarilyUnavailable
-from issuer.keyfiles import KeyMaterial
+from issuer.keys.material import KeyMaterial
 from issuer.ratelimit import LocalWindow, RateLimits
 from issuer.runtime import Runtime
 from tests import support

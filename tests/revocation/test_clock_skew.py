@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from issuer.clock import TEST_OFFSET_VARIABLE, wall_clock
-from issuer.keyfiles import KeyMaterial
+from issuer.keys.material import KeyMaterial
 from issuer.runtime import Runtime
 from tests.conftest import make_settings
 

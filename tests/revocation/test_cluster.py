@@ -13,7 +13,7 @@ from typing import Any
 
 import jwt
 
-from issuer.denylist import DenylistMirror
+from issuer.revocation.denylist import DenylistMirror
 from tests import support
 from tests.revocation.support import Deployment, active, login, refresh, revoke, until
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from issuer.denylist import KINDS, Denylist, DenylistMirror, Entry, matches
 from issuer.errors import TemporarilyUnavailable
+from issuer.revocation.denylist import KINDS, Denylist, DenylistMirror, Entry, matches
 from issuer.store.database import Database
 from tests import support
 from tests.revocation.support import redis_server

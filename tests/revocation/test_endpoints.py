@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from issuer import migrations
-from issuer.keyfiles import b64encode
+from issuer.keys.material import b64encode
 from issuer.runtime import Runtime
 from issuer.settings import load
 from tests import support

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import jwt
 
-from issuer.keyfiles import b64decode
-from issuer.keyring import unseal
+from issuer.keys.material import b64decode
+from issuer.keys.ring import unseal
 from tests import support
 
 

@@ -20,7 +20,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from issuer.keyring import public_jwk
+from issuer.keys.ring import public_jwk
 from issuer.verify import InvalidToken, Verifier
 from issuer.verify_denylist import RedisDenylist
 from tests import support

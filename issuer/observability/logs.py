@@ -209,7 +209,7 @@ def dict_config(level: str = "info", libraries: str | None = None) -> dict[str, 
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "issuer.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "issuer.observability.logs.JsonFormatter"}},
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
         },

@@ -1,7 +1,7 @@
 """Revocation (RFC 7009), introspection (RFC 7662) and operators' session revocation.
 
-Plain async functions over the stores, the key ring and :mod:`issuer.denylist`; the HTTP layer
-(:mod:`issuer.http.revocation`) and the CLI (:mod:`issuer.cli_sessions`) only parse and render.
+Plain async functions over the stores, the key ring and :mod:`issuer.revocation.denylist`; the HTTP layer
+(:mod:`issuer.http.revocation`) and the CLI (:mod:`issuer.cli.sessions`) only parse and render.
 
 * Revoking a refresh token revokes its whole family (the refresh tokens, in the database) and
   denylists the family's ``sid`` (its live access tokens). Revoking an access token denylists its
@@ -26,9 +26,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.clients import ClientDirectory, ClientRecord
-from issuer.denylist import Denylist
 from issuer.errors import InvalidGrant
-from issuer.keyring import KeyRing
+from issuer.keys.ring import KeyRing
+from issuer.revocation.denylist import Denylist
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.refresh import RefreshStore

@@ -101,7 +101,7 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "Denylist", "DenylistMirror", "Entry", "matches"]
 
-log = logging.getLogger("issuer.denylist")
+log = logging.getLogger("issuer.revocation.denylist")
 
 KINDS = ("jti", "sid", "sub", "client", "kid")
 _VALUE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,200}")  # printable ASCII, no quote/backslash/space

@@ -1,6 +1,6 @@
 """Operators' revocation commands: ``issuer sessions list|revoke`` and ``issuer audit tail``.
 
-The logic lives in :mod:`issuer.revocation`; this module parses and prints. Each revocation prints
+The logic lives in :mod:`issuer.revocation.service`; this module parses and prints. Each revocation prints
 what it revoked, and writes audit events (``issuer audit tail`` shows them). Every failure is one
 line on stderr and a non-zero exit.
 """
@@ -16,8 +16,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from issuer.cli_support import run
-from issuer.revocation import SessionsRevoked
+from issuer.cli.support import run
+from issuer.revocation.service import SessionsRevoked
 from issuer.runtime import Runtime
 from issuer.settings import load
 from issuer.users import normalize_username

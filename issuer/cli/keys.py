@@ -3,7 +3,7 @@
 ``status [--json]``, ``rotate [--force] [--dry-run]``, ``revoke KID [--yes]`` and ``rewrap``
 (the new key-encryption key from ``ISSUER_NEW_KEY_ENCRYPTION_KEY``, ``--new-kek-file PATH`` or
 ``--new-kek-file -`` for stdin, or ``--generate-to PATH``; never from argv). The logic lives in
-:mod:`issuer.rotation`; this module parses, confirms and prints. Every failure is one line on
+:mod:`issuer.keys.rotation`; this module parses, confirms and prints. Every failure is one line on
 stderr and a non-zero exit. The key-encryption key is never created here: a script run from the
 wrong directory must not wrap keys under a key the server does not have.
 """
@@ -22,9 +22,10 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from issuer import migrations, rotation
-from issuer.cli_support import run
-from issuer.keyfiles import KeyMaterial, b64decode, b64encode, load_key_material
+from issuer import migrations
+from issuer.cli.support import run
+from issuer.keys import rotation
+from issuer.keys.material import KeyMaterial, b64decode, b64encode, load_key_material
 from issuer.settings import Settings, SettingsError, load, mask_url
 from issuer.store.database import Database
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from issuer.cli_sessions import revoked_lines
-from issuer.cli_support import run
+from issuer.cli.sessions import revoked_lines
+from issuer.cli.support import run
 from issuer.clients import GRANT_TYPES
 from issuer.errors import TemporarilyUnavailable
 from issuer.runtime import Runtime
@@ -115,10 +115,12 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     from issuer.app import create_app
     from issuer.deployment import check_url, check_workers
     from issuer.http.limits import LimitedHttpToolsProtocol
-    from issuer.logs import dict_config
+    from issuer.observability.logs import dict_config
 
     settings = load()
-    log_config = dict_config(log_level, log_libraries)  # JSON lines on stderr, secrets redacted (issuer.logs)
+    log_config = dict_config(
+        log_level, log_libraries
+    )  # JSON lines on stderr, secrets redacted (issuer.observability.logs)
     logging.config.dictConfig(log_config)
     insecure = check_url(settings)  # https; http on loopback (a warning); refused elsewhere
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
@@ -467,12 +469,12 @@ def settings_command(markdown: bool) -> None:
         click.echo(f"{spec.env}={'' if shown is None else shown}")
 
 
-from issuer.keys_cli import keys as _keys  # noqa: E402  (the operator key commands, also scripts/rotate_keys.py)
+from issuer.cli.keys import keys as _keys  # noqa: E402  (the operator key commands, also scripts/rotate_keys.py)
 
 main.add_command(_keys)
 
-from issuer.cli_sessions import audit as _audit  # noqa: E402  (issuer audit tail)
-from issuer.cli_sessions import sessions as _sessions  # noqa: E402  (issuer sessions list|revoke)
+from issuer.cli.sessions import audit as _audit  # noqa: E402  (issuer audit tail)
+from issuer.cli.sessions import sessions as _sessions  # noqa: E402  (issuer sessions list|revoke)
 
 main.add_command(_sessions)
 main.add_command(_audit)

@@ -14,7 +14,7 @@ from typing import ParamSpec, TypeVar
 import click
 
 from issuer.errors import TemporarilyUnavailable
-from issuer.keyring import KeyRingError
+from issuer.keys.ring import KeyRingError
 from issuer.runtime import SchemaOutOfDate
 from issuer.settings import SettingsError
 from issuer.users import PasswordPolicyError

@@ -34,10 +34,10 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from issuer.denylist import Denylist
 from issuer.errors import TemporarilyUnavailable
-from issuer.keyfiles import KeyMaterial, kek_id
-from issuer.keyring import KeyRing, KeyRingError, generate_key, key_row, seal, unseal
+from issuer.keys.material import KeyMaterial, kek_id
+from issuer.keys.ring import KeyRing, KeyRingError, generate_key, key_row, seal, unseal
+from issuer.revocation.denylist import Denylist
 from issuer.settings import Settings, jwks_max_age
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database

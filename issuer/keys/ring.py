@@ -8,7 +8,7 @@ and algorithm bound in as associated data, so a ciphertext cannot be moved to an
 
 :class:`KeyRing` is the in-process view: it reloads from the database, keeps the active key's
 decrypted signer and the rendered JWKS (RFC 7517: public members only). A kid in
-:attr:`KeyRing.denied_kids` (the denylist's ``kid`` entries, :attr:`issuer.denylist.Denylist.kids`)
+:attr:`KeyRing.denied_kids` (the denylist's ``kid`` entries, :attr:`issuer.revocation.denylist.Denylist.kids`)
 counts as revoked whatever its row says: out of the JWKS, never the signer. ``issuer keys revoke``
 denylists the kid before it rewrites the ring, so an instance that sees the entry first stops
 signing with the key and publishing it without waiting for the row.
@@ -36,7 +36,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from issuer.errors import TemporarilyUnavailable
-from issuer.keyfiles import KeyMaterial
+from issuer.keys.material import KeyMaterial
 from issuer.store.database import Database
 from issuer.store.tables import SigningKey
 
@@ -169,7 +169,7 @@ class KeyRing:
         self.fingerprint: tuple[tuple[str, str], ...] = ()
         self.loaded_at: float = 0.0
         # kids revoked by `scripts/rotate_keys.py revoke` whose tokens may still be unexpired:
-        # introspection and verifiers reject tokens carrying one (issuer.rotation.revoke).
+        # introspection and verifiers reject tokens carrying one (issuer.keys.rotation.revoke).
         self.revoked_kids: frozenset[str] = frozenset()
         # The denylist's kids (a live set, shared by reference): revoked whatever the rows say.
         self.denied_kids: Container[str] = frozenset()

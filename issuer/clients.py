@@ -14,12 +14,9 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy.engine import Row
 
 from issuer.errors import InvalidClient
-from issuer.store.clients import ClientStore
+from issuer.store.clients import ClientStore, StoredClient
 from issuer.store.database import Database
 from issuer.tokens import derive_key
 
@@ -45,7 +42,7 @@ class ClientRecord:
     previous_secret_expires_at: int | None
 
     @classmethod
-    def from_row(cls, row: Row[Any], default_audience: str) -> ClientRecord:
+    def from_row(cls, row: StoredClient, default_audience: str) -> ClientRecord:
         return cls(
             client_id=row.client_id,
             name=row.name,

@@ -331,7 +331,7 @@ async def clients_list(as_json: bool) -> None:
             rows = await runtime.clients.store.list(conn)
     finally:
         await runtime.close()
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "client_id": r.client_id,
             "name": r.name,

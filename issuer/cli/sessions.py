@@ -89,7 +89,7 @@ async def sessions_list(
             )
     finally:
         await runtime.close()
-    records = []
+    records: list[dict[str, Any]] = []
     for row in rows:
         if row.revoked_at is not None:
             state = f"revoked ({row.revoked_reason})"

@@ -12,7 +12,7 @@ from issuer.clients import ClientRecord
 from issuer.errors import InvalidScope, UnauthorizedClient
 from issuer.settings import Settings
 from issuer.store.database import Database
-from issuer.store.refresh import Outcome, RefreshStore
+from issuer.store.refresh import LoginStore, Outcome
 from issuer.tokens import AccessTokenMinter, RefreshTokens, format_scope, parse_scope
 from issuer.users import UserDirectory
 
@@ -59,7 +59,7 @@ class GrantContext:
     db: Database
     minter: AccessTokenMinter
     refresh_tokens: RefreshTokens
-    refresh_store: RefreshStore
+    refresh_store: LoginStore
     users: UserDirectory
     on_family_revoked: list[FamilyRevoked] = field(default_factory=list)
     session_checks: list[SessionCheck] = field(default_factory=list)

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from sqlalchemy import select
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.clients import ClientDirectory, ClientRecord
@@ -31,13 +29,11 @@ from issuer.keys.ring import KeyRing
 from issuer.revocation.denylist import Denylist
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
-from issuer.store.refresh import RefreshStore
-from issuer.store.tables import RefreshFamily
+from issuer.store.refresh import FamilyStore, RefreshLookup, StoredFamily
 from issuer.tokens import RefreshTokens
 
 __all__ = ["AccessTokenView", "Revocation", "SessionsRevoked"]
 
-FAMILIES = RefreshFamily.__table__  # type: ignore[attr-defined]
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 HINTS = ("access_token", "refresh_token")  # RFC 7009 2.1 / RFC 7662 2.1; others are ignored
 
@@ -69,7 +65,7 @@ class Revocation:
         db: Database,
         keyring: KeyRing,
         clients: ClientDirectory,
-        refresh_store: RefreshStore,
+        refresh_store: FamilyStore,
         refresh_tokens: RefreshTokens,
         denylist: Denylist,
         audit: AuditStore,
@@ -141,7 +137,7 @@ class Revocation:
             return None
         return AccessTokenView(claims, kid)
 
-    async def _refresh_row(self, token: str) -> Row[Any] | None:
+    async def _refresh_row(self, token: str) -> RefreshLookup | None:
         if not self.refresh_tokens.well_formed(token):
             return None
         async with self.db.transaction() as conn:
@@ -178,7 +174,7 @@ class Revocation:
                 body[name] = claims[name]
         return body
 
-    async def _introspect_refresh(self, row: Row[Any], now: int) -> dict[str, Any]:
+    async def _introspect_refresh(self, row: RefreshLookup, now: int) -> dict[str, Any]:
         live = (
             row.used_at is None
             and row.revoked_at is None
@@ -253,7 +249,7 @@ class Revocation:
             )
         return "foreign"
 
-    async def _revoke_refresh(self, row: Row[Any], client: ClientRecord, address: str | None) -> str:
+    async def _revoke_refresh(self, row: RefreshLookup, client: ClientRecord, address: str | None) -> str:
         if row.client_id != client.client_id:
             return await self._refuse_foreign(client, row.client_id, "refresh_token", address)
         revoked = await self.revoke_family(
@@ -289,12 +285,12 @@ class Revocation:
 
     async def revoke_family(
         self, family_id: str, *, reason: str, actor: str, address: str | None = None
-    ) -> Row[Any] | None:
+    ) -> StoredFamily | None:
         """End one login: its refresh tokens (database) and its access tokens (``sid`` entry).
         Returns the family when this call revoked it, None when it was unknown or already revoked."""
         now = int(self.clock())
         async with self.db.transaction() as conn:
-            family = await self._family(conn, family_id)
+            family = await self.refresh_store.family(conn, family_id)
         if family is None or family.revoked_at is not None:
             return None
         # The denylist first: should the second step fail, a retry repeats both, and meanwhile the
@@ -317,11 +313,14 @@ class Revocation:
             await self._audit_family(conn, family, now, reason, actor, address)
         return family
 
-    async def _family(self, conn: AsyncConnection, family_id: str) -> Row[Any] | None:
-        return (await conn.execute(select(FAMILIES).where(FAMILIES.c.id == family_id))).first()
-
     async def _audit_family(
-        self, conn: AsyncConnection, family: Row[Any], now: int, reason: str, actor: str, address: str | None
+        self,
+        conn: AsyncConnection,
+        family: StoredFamily,
+        now: int,
+        reason: str,
+        actor: str,
+        address: str | None,
     ) -> None:
         await self.audit.record(
             conn,
@@ -356,7 +355,7 @@ class Revocation:
         # The denylist first: from this second on, every access token issued up to `cutoff` is dead.
         entry = await self.denylist.add(kind, value, cutoff, cutoff + ttl, reason=reason, actor=actor)
         async with self.db.transaction() as conn:
-            families: Sequence[Row[Any]] = await self.refresh_store.families(
+            families = await self.refresh_store.families(
                 conn, subject=subject, client_id=client_id, live_at=now
             )
             ended = []

@@ -11,22 +11,36 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import exc, insert, select
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store.bounded import bounded_text, stored_address
 from issuer.store.database import is_outage
+from issuer.store.rows import every
 from issuer.store.tables import AuditEvent
 
-__all__ = ["AuditStore"]
+__all__ = ["AuditStore", "StoredEvent"]
 
 T = AuditEvent.__table__  # type: ignore[attr-defined]
 DETAIL_TEXT_CHARS = 200  # each string of an event's detail
 log = logging.getLogger("issuer.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An ``audit_events`` row; ``detail`` is its JSON text."""
+
+    id: int
+    at: int
+    event: str
+    subject: str | None
+    client_id: str | None
+    family_id: str | None
+    address: str | None
+    detail: str
 
 
 def _bounded_detail(value: Any) -> Any:
@@ -88,13 +102,14 @@ class AuditStore:
             return False
         return True
 
-    async def since(self, conn: AsyncConnection, since: int = 0, limit: int = 1000) -> Sequence[Row[Any]]:
-        return (await conn.execute(select(T).where(T.c.at >= since).order_by(T.c.id).limit(limit))).all()
+    async def since(self, conn: AsyncConnection, since: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        query = select(T).where(T.c.at >= since).order_by(T.c.id).limit(limit)
+        return every(StoredEvent, await conn.execute(query))
 
-    async def latest(self, conn: AsyncConnection, limit: int = 50) -> Sequence[Row[Any]]:
+    async def latest(self, conn: AsyncConnection, limit: int = 50) -> list[StoredEvent]:
         """The last ``limit`` events, oldest first."""
-        rows = (await conn.execute(select(T).order_by(T.c.id.desc()).limit(limit))).all()
-        return rows[::-1]
+        return every(StoredEvent, await conn.execute(select(T).order_by(T.c.id.desc()).limit(limit)))[::-1]
 
-    async def after(self, conn: AsyncConnection, after_id: int, limit: int = 1000) -> Sequence[Row[Any]]:
-        return (await conn.execute(select(T).where(T.c.id > after_id).order_by(T.c.id).limit(limit))).all()
+    async def after(self, conn: AsyncConnection, after_id: int, limit: int = 1000) -> list[StoredEvent]:
+        query = select(T).where(T.c.id > after_id).order_by(T.c.id).limit(limit)
+        return every(StoredEvent, await conn.execute(query))

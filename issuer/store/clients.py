@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.store.rows import every, one
 from issuer.store.tables import Client
 
-__all__ = ["ClientStore"]
+__all__ = ["ClientStore", "StoredClient"]
 
 T = Client.__table__  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True, slots=True)
+class StoredClient:
+    """A ``clients`` row (secrets only as their digests)."""
+
+    client_id: str
+    name: str
+    grant_types: str  # space-separated
+    scope: str  # space-separated
+    audience: str | None  # space-separated; None: the default
+    access_token_ttl: int | None
+    secret_digest: bytes
+    previous_secret_digest: bytes | None
+    previous_secret_expires_at: int | None
+    can_introspect: bool
+    created_at: int
+    updated_at: int
+    disabled_at: int | None
+
+
 class ClientStore:
-    async def get(self, conn: AsyncConnection, client_id: str) -> Row[Any] | None:
-        return (await conn.execute(select(T).where(T.c.client_id == client_id))).first()
+    async def get(self, conn: AsyncConnection, client_id: str) -> StoredClient | None:
+        return one(StoredClient, (await conn.execute(select(T).where(T.c.client_id == client_id))).first())
 
     async def create(self, conn: AsyncConnection, **values: Any) -> None:
         await conn.execute(insert(T).values(**values))
@@ -27,5 +46,16 @@ class ClientStore:
         result = await conn.execute(update(T).where(T.c.client_id == client_id).values(**values))
         return int(result.rowcount)
 
-    async def list(self, conn: AsyncConnection) -> Sequence[Row[Any]]:
-        return (await conn.execute(select(T).order_by(T.c.created_at, T.c.client_id))).all()
+    async def list(self, conn: AsyncConnection) -> list[StoredClient]:
+        return every(StoredClient, await conn.execute(select(T).order_by(T.c.created_at, T.c.client_id)))
+
+    async def longest_access_token_ttl(
+        self, conn: AsyncConnection, client_id: str | None = None
+    ) -> int | None:
+        """The longest ``access_token_ttl`` a client has of its own (of ``client_id`` alone when
+        given); None when none has one."""
+        query = select(func.max(T.c.access_token_ttl))
+        if client_id is not None:
+            query = query.where(T.c.client_id == client_id)
+        value = (await conn.execute(query)).scalar()
+        return int(value) if value is not None else None

@@ -20,21 +20,32 @@ any token being kept in plaintext.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Protocol
 
 from sqlalchemy import exists, insert, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store import refresh_pg
 from issuer.store.audit import AuditStore
 from issuer.store.bounded import stored_address
 from issuer.store.database import Database
+from issuer.store.rows import every, one
 from issuer.store.tables import Client, RefreshFamily, RefreshToken, User
 
-__all__ = ["Outcome", "Presentation", "RefreshStore", "Rotation", "same_address", "stored_address"]
+__all__ = [
+    "FamilyStore",
+    "LoginStore",
+    "Outcome",
+    "Presentation",
+    "RefreshLookup",
+    "RefreshStore",
+    "Rotation",
+    "StoredFamily",
+    "same_address",
+    "stored_address",
+]
 
 F = RefreshFamily.__table__  # type: ignore[attr-defined]
 T = RefreshToken.__table__  # type: ignore[attr-defined]
@@ -92,7 +103,82 @@ class Rotation:
     family_created_at: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFamily:
+    """A ``refresh_families`` row: one login; ``id`` is its access tokens' ``sid``."""
+
+    id: str
+    client_id: str
+    subject: str
+    scope: str
+    created_at: int
+    expires_at: int
+    last_used_at: int
+    revoked_at: int | None
+    revoked_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshLookup:
+    """A refresh token with its family, and whether its user or client is disabled."""
+
+    family_id: str
+    client_id: str
+    scope: str
+    issued_at: int
+    expires_at: int
+    used_at: int | None
+    used_from: str | None
+    subject: str
+    family_created_at: int
+    family_expires_at: int
+    revoked_at: int | None
+    subject_disabled_at: int | None
+    client_disabled_at: int | None
+
+
+class LoginStore(Protocol):
+    """What the grants need of the refresh store: start a login, rotate its tokens."""
+
+    async def start_family(
+        self,
+        conn: AsyncConnection,
+        *,
+        family_id: str,
+        client_id: str,
+        subject: str,
+        scope: str,
+        digest: bytes,
+        now: int,
+        idle_ttl: int,
+        absolute_ttl: int,
+    ) -> int: ...
+
+    async def rotate(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation: ...
+
+
+class FamilyStore(Protocol):
+    """What revocation and introspection need of the refresh store: read and end logins."""
+
+    async def lookup(self, conn: AsyncConnection, digest: bytes) -> RefreshLookup | None: ...
+
+    async def family(self, conn: AsyncConnection, family_id: str) -> StoredFamily | None: ...
+
+    async def families(
+        self,
+        conn: AsyncConnection,
+        *,
+        subject: str | None = None,
+        client_id: str | None = None,
+        live_at: int | None = None,
+    ) -> list[StoredFamily]: ...
+
+    async def revoke_family(self, conn: AsyncConnection, family_id: str, now: int, reason: str) -> bool: ...
+
+
 class RefreshStore:
+    """Both :class:`LoginStore` and :class:`FamilyStore`, over the database."""
+
     def __init__(self, audit: AuditStore | None = None) -> None:
         self.audit = audit or AuditStore()
 
@@ -286,7 +372,7 @@ class RefreshStore:
             )
             return Rotation(Outcome.REUSED, row.family_id, row.subject, None, row.family_expires_at)
 
-    async def lookup(self, conn: AsyncConnection, digest: bytes) -> Row[Any] | None:
+    async def lookup(self, conn: AsyncConnection, digest: bytes) -> RefreshLookup | None:
         """A refresh token (by digest) with its family, and whether its user or client is disabled
         (``subject_disabled_at``, ``client_disabled_at``): for introspection and revocation."""
         row = (
@@ -312,7 +398,10 @@ class RefreshStore:
                 .where(T.c.digest == digest)
             )
         ).first()
-        return cast("Row[Any] | None", row)
+        return one(RefreshLookup, row)
+
+    async def family(self, conn: AsyncConnection, family_id: str) -> StoredFamily | None:
+        return one(StoredFamily, (await conn.execute(select(F).where(F.c.id == family_id))).first())
 
     async def revoke_family(self, conn: AsyncConnection, family_id: str, now: int, reason: str) -> bool:
         result = await conn.execute(
@@ -329,7 +418,7 @@ class RefreshStore:
         subject: str | None = None,
         client_id: str | None = None,
         live_at: int | None = None,
-    ) -> Sequence[Row[Any]]:
+    ) -> list[StoredFamily]:
         query = select(F)
         if subject is not None:
             query = query.where(F.c.subject == subject)
@@ -337,4 +426,4 @@ class RefreshStore:
             query = query.where(F.c.client_id == client_id)
         if live_at is not None:
             query = query.where(F.c.revoked_at.is_(None), F.c.expires_at > live_at)
-        return (await conn.execute(query.order_by(F.c.created_at, F.c.id))).all()
+        return every(StoredFamily, await conn.execute(query.order_by(F.c.created_at, F.c.id)))

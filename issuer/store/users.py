@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.store.rows import one
 from issuer.store.tables import User
 
-__all__ = ["UserStore"]
+__all__ = ["StoredUser", "UserStore"]
 
 T = User.__table__  # type: ignore[attr-defined]
 
 
-class UserStore:
-    async def by_username(self, conn: AsyncConnection, username: str) -> Row[Any] | None:
-        return (await conn.execute(select(T).where(T.c.username == username))).first()
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    """A ``users`` row."""
 
-    async def by_id(self, conn: AsyncConnection, user_id: str, *, lock: bool = False) -> Row[Any] | None:
+    id: str
+    username: str
+    password_hash: str
+    created_at: int
+    updated_at: int
+    disabled_at: int | None
+
+
+class UserStore:
+    async def by_username(self, conn: AsyncConnection, username: str) -> StoredUser | None:
+        return one(StoredUser, (await conn.execute(select(T).where(T.c.username == username))).first())
+
+    async def by_id(self, conn: AsyncConnection, user_id: str, *, lock: bool = False) -> StoredUser | None:
         """The user ``user_id``; with ``lock``, its row is locked until the transaction ends
         (PostgreSQL ``FOR UPDATE``; SQLite's writers are serialised by ``BEGIN IMMEDIATE``)."""
         query = select(T).where(T.c.id == user_id)
-        return (await conn.execute(query.with_for_update() if lock else query)).first()
+        return one(StoredUser, (await conn.execute(query.with_for_update() if lock else query)).first())
 
     async def set_disabled(
         self, conn: AsyncConnection, user_id: str, disabled_at: int | None, now: int

@@ -18,7 +18,7 @@ from issuer.clients import ClientDirectory
 from issuer.clock import wall_clock
 from issuer.errors import TemporarilyUnavailable
 from issuer.grants import GrantContext
-from issuer.keys import rotation
+from issuer.keys import announce
 from issuer.keys.material import KeyMaterial, load_key_material
 from issuer.keys.ring import KeyRing
 from issuer.observability.metrics import Metrics
@@ -145,7 +145,7 @@ class Runtime:
             await self.keyring.ensure_active()
             self.spawn(self._reload_keys())
             if self.settings.redis_url:
-                self.spawn(rotation.watch(self.settings, self.keyring))  # reload on `<prefix>keys`
+                self.spawn(announce.watch(self.settings, self.keyring))  # reload on `<prefix>keys`
         await self.denylist.start(background=serve)  # Redis copy, reconciliation, pruning
 
     def spawn(self, coroutine: Awaitable[None]) -> None:

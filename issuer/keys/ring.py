@@ -32,19 +32,29 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import thumbprint
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 from jwt.utils import base64url_encode
-from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.errors import TemporarilyUnavailable
 from issuer.keys.material import KeyMaterial
+from issuer.keys.plan import STATES
 from issuer.store.database import Database
-from issuer.store.tables import SigningKey
+from issuer.store.keys import KeyStore
 
-__all__ = ["PRIVATE_MEMBERS", "KeyRing", "KeyRingError", "NewKey", "Signer", "generate_key", "seal", "unseal"]
+__all__ = [
+    "PRIVATE_MEMBERS",
+    "KeyRing",
+    "KeyRingError",
+    "NewKey",
+    "Signer",
+    "generate_key",
+    "seal",
+    "store_key",
+    "unseal",
+]
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-T = SigningKey.__table__  # type: ignore[attr-defined]
 
 
 class KeyRingError(RuntimeError):
@@ -112,19 +122,20 @@ def generate_key(material: KeyMaterial, alg: str) -> NewKey:
     return NewKey(kid=jwk["kid"], alg=alg, public_jwk=jwk, sealed=seal(material, private, jwk["kid"], alg))
 
 
-def key_row(key: NewKey, material: KeyMaterial, state: str, now: int) -> dict[str, Any]:
-    return {
-        "kid": key.kid,
-        "alg": key.alg,
-        "state": state,
-        "public_jwk": json.dumps(key.public_jwk, sort_keys=True),
-        "private_key": key.sealed,
-        "kek_id": material.kek_id,
-        "created_at": now,
-        "state_changed_at": now,
-        "activated_at": now if state == "active" else None,
-        "retired_at": None,
-    }
+async def store_key(
+    store: KeyStore, conn: AsyncConnection, key: NewKey, material: KeyMaterial, state: str, now: int
+) -> None:
+    """Insert ``key`` (sealed under ``material``'s key-encryption key) in ``state``."""
+    await store.insert(
+        conn,
+        kid=key.kid,
+        alg=key.alg,
+        public_jwk=key.public_jwk,
+        sealed=key.sealed,
+        kek_id=material.kek_id,
+        state=state,
+        now=now,
+    )
 
 
 class Signer:
@@ -158,8 +169,9 @@ class Signer:
 class KeyRing:
     """The process's view of the ring: the active signer and the published JWKS."""
 
-    def __init__(self, db: Database, material: KeyMaterial, alg: str) -> None:
+    def __init__(self, db: Database, material: KeyMaterial, alg: str, store: KeyStore | None = None) -> None:
         self.db = db
+        self.store = store or KeyStore()
         self.material = material
         self.alg = alg
         self._signer: Signer | None = None
@@ -196,14 +208,12 @@ class KeyRing:
     async def ensure_active(self) -> None:
         """First start: create and activate a key when the ring has none. Safe to race."""
         async with self.db.transaction() as conn:
-            active = (await conn.execute(select(T.c.kid).where(T.c.state == "active"))).first()
+            active = await self.store.active_kid(conn)
         if active is None:
             key = await asyncio.to_thread(generate_key, self.material, self.alg)  # CPU: off the loop
             try:
                 async with self.db.transaction() as conn:
-                    await conn.execute(
-                        insert(T).values(**key_row(key, self.material, "active", int(time.time())))
-                    )
+                    await store_key(self.store, conn, key, self.material, "active", int(time.time()))
             except IntegrityError:
                 pass  # another instance activated one first; the unique index kept it to one
         await self.reload()
@@ -211,13 +221,7 @@ class KeyRing:
     async def reload(self) -> bool:
         """Reread the ring; returns True when it changed. Decrypts only a newly active key."""
         async with self.db.transaction() as conn:
-            rows = (
-                await conn.execute(
-                    select(T.c.kid, T.c.alg, T.c.state, T.c.public_jwk, T.c.private_key)
-                    .where(T.c.state.in_(("next", "active", "retired", "revoked")))
-                    .order_by(T.c.created_at.desc(), T.c.kid)
-                )
-            ).all()
+            rows = await self.store.sealed(conn, STATES)
         self.loaded_at = time.monotonic()
         denied = self.denied_kids
         fingerprint = tuple((row.kid, "revoked" if row.kid in denied else row.state) for row in rows)

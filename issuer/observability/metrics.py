@@ -72,9 +72,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
-from issuer.store.tables import DenylistEntry, SigningKey
+from issuer.store.denylist import DenylistStore
+from issuer.store.keys import KeyStore
 
 if TYPE_CHECKING:
     from issuer.runtime import Runtime
@@ -85,8 +85,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 KEY_STATES = ("next", "active", "retired")
 OUTCOMES = ("rotated", "replayed", "reused", "unknown", "foreign", "expired", "revoked")
-_KEYS = SigningKey.__table__  # type: ignore[attr-defined]
-_DENY = DenylistEntry.__table__  # type: ignore[attr-defined]
 
 
 class _Histogram:
@@ -140,16 +138,8 @@ class Metrics:
         now = int(time.time())
         try:
             async with self.runtime.db.transaction() as conn:
-                count = (
-                    await conn.execute(select(func.count()).select_from(_DENY).where(_DENY.c.exp > now))
-                ).scalar_one()
-                rows = (
-                    await conn.execute(
-                        select(_KEYS.c.state, _KEYS.c.created_at, _KEYS.c.state_changed_at).where(
-                            _KEYS.c.state.in_(KEY_STATES)
-                        )
-                    )
-                ).all()
+                count = await DenylistStore().count_live(conn, now)
+                rows = await KeyStore().states(conn, KEY_STATES)
         except Exception:
             self.scrape_errors += 1  # the database outage itself is counted by the database
             return

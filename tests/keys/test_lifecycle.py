@@ -15,9 +15,11 @@ from sqlalchemy import text
 
 from issuer.keys import rotation
 from issuer.keys.material import KeyMaterial
+from issuer.keys.plan import LEEWAY
 from issuer.keys.ring import PRIVATE_MEMBERS, KeyRing, KeyRingError, unseal
 from issuer.settings import Settings
 from issuer.store.database import Database
+from issuer.store.keys import KeyStore
 from tests.conftest import make_settings
 
 T0 = 1_800_000_000
@@ -43,7 +45,7 @@ async def db(settings: Settings) -> Database:
 
 async def states(db: Database) -> dict[str, str]:
     async with db.transaction() as conn:
-        return {k.kid: k.state for k in await rotation.load_keys(conn)}
+        return {k.kid: k.state for k in await KeyStore().load(conn)}
 
 
 async def test_a_whole_cycle_step_by_step(db: Database, settings: Settings, material: KeyMaterial) -> None:
@@ -64,7 +66,7 @@ async def test_a_whole_cycle_step_by_step(db: Database, settings: Settings, mate
     assert [(s.action, s.kid) for s in promoted.done] == [("promote", b)]
     assert await states(db) == {a: "retired", b: "active"}
     assert await ring.reload() and ring.signer.kid == b and {k["kid"] for k in ring.jwks["keys"]} == {a, b}
-    horizon = T0 + 1000 + settings.key_reload_interval + settings.access_token_ttl + rotation.LEEWAY
+    horizon = T0 + 1000 + settings.key_reload_interval + settings.access_token_ttl + LEEWAY
     assert all(s.kid != a for s in (await rotation.rotate(db, material, settings, now=horizon - 1)).done)
     removed = await rotation.rotate(db, material, settings, now=horizon)
     assert ("remove", a) in [(s.action, s.kid) for s in removed.done]
@@ -87,10 +89,10 @@ async def test_a_client_with_a_longer_token_lifetime_keeps_the_retired_key_longe
     await rotation.rotate(db, material, settings, now=T0 + 900)
     await rotation.rotate(db, material, settings, now=T0 + 1000)
     retired = [kid for kid, state in (await states(db)).items() if state == "retired"]
-    default_horizon = T0 + 1000 + 10 + settings.access_token_ttl + rotation.LEEWAY
+    default_horizon = T0 + 1000 + 10 + settings.access_token_ttl + LEEWAY
     await rotation.rotate(db, material, settings, now=default_horizon)
     assert retired[0] in await states(db)  # a 3600 s token signed by it may still be alive
-    await rotation.rotate(db, material, settings, now=T0 + 1000 + 10 + 3600 + rotation.LEEWAY)
+    await rotation.rotate(db, material, settings, now=T0 + 1000 + 10 + 3600 + LEEWAY)
     assert retired[0] not in await states(db)
 
 
@@ -177,7 +179,7 @@ async def test_revoke_takes_the_key_out_now_and_a_fresh_one_signs(
     with pytest.raises(LookupError, match="no signing key"):
         await rotation.revoke(db, material, settings, "unknown")
     # the revocation lasts as long as a token it signed could, then the row goes
-    horizon = T0 + 1 + settings.key_reload_interval + settings.access_token_ttl + rotation.LEEWAY
+    horizon = T0 + 1 + settings.key_reload_interval + settings.access_token_ttl + LEEWAY
     await rotation.rotate(db, material, settings, now=horizon - 1)
     assert (await states(db)).get(a) == "revoked"
     await rotation.rotate(db, material, settings, now=horizon)
@@ -316,7 +318,7 @@ async def test_an_instance_never_signs_with_a_key_the_database_no_longer_calls_a
     with pytest.raises(TemporarilyUnavailable):
         ring.signer  # noqa: B018  (503 for the token endpoint, not a token from the retired key)
     async with db.transaction() as conn:
-        assert {k.kid: k.state for k in await rotation.load_keys(conn)}[old] == "retired"
+        assert {k.kid: k.state for k in await KeyStore().load(conn)}[old] == "retired"
 
 
 async def test_a_key_the_denylist_lists_never_signs_even_before_its_row_says_revoked(

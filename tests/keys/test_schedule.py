@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from issuer.keys.rotation import LEEWAY, KeyInfo, Schedule, plan
+from issuer.keys.plan import LEEWAY, KeyInfo, Schedule, plan
 from issuer.settings import SettingsError, jwks_max_age, load
 
 SCHEDULE = Schedule(

@@ -42,7 +42,7 @@ class ClientRecord:
     previous_secret_expires_at: int | None
 
     @classmethod
-    def from_row(cls, row: StoredClient, default_audience: str) -> ClientRecord:
+    def from_stored(cls, row: StoredClient, default_audience: str) -> ClientRecord:
         return cls(
             client_id=row.client_id,
             name=row.name,
@@ -94,7 +94,7 @@ class ClientDirectory:
             return cached[1]
         async with self.db.transaction() as conn:
             row = await self.store.get(conn, client_id)
-        record = ClientRecord.from_row(row, self.default_audience) if row is not None else None
+        record = ClientRecord.from_stored(row, self.default_audience) if row is not None else None
         if self.cache_ttl:
             if len(self._cache) > 10_000:
                 self._cache.clear()  # bounded: unknown ids cannot grow it without limit

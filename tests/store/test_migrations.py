@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from issuer import migrations
 from issuer.runtime import Runtime, SchemaOutOfDate
+from issuer.store import migrations
 from issuer.store.tables import metadata
 from tests.conftest import make_settings
 

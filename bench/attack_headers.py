@@ -42,8 +42,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from issuer import migrations
 from issuer.keys.material import b64encode
+from issuer.store import migrations
 from tests import support
 
 MiB = 1 << 20

@@ -36,8 +36,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from issuer import migrations
 from issuer.ratelimit import RateLimits
+from issuer.store import migrations
 from tests import support
 
 

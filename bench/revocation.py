@@ -34,8 +34,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from issuer import migrations
 from issuer.revocation.denylist import DenylistMirror
+from issuer.store import migrations
 from tests import support
 
 

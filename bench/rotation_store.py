@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from issuer import migrations
 from issuer.keys.material import KeyMaterial
 from issuer.runtime import Runtime
 from issuer.settings import load
+from issuer.store import migrations
 from issuer.store.refresh import Outcome, Presentation
 from tests import support
 

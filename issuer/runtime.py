@@ -13,7 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from issuer import migrations
 from issuer.clients import ClientDirectory
 from issuer.clock import wall_clock
 from issuer.errors import TemporarilyUnavailable
@@ -26,6 +25,7 @@ from issuer.ratelimit import RateLimits
 from issuer.revocation.denylist import Denylist
 from issuer.revocation.service import Revocation
 from issuer.settings import Settings, jwks_max_age
+from issuer.store import migrations
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.refresh import RefreshStore

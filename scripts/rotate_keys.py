@@ -7,7 +7,7 @@
     scripts/rotate_keys.py rewrap [--new-kek-file PATH|-] [--generate-to PATH]
 
 Reads the server's ISSUER_* settings. Runs with the repository's .venv when the issuer package is
-not importable by the interpreter that started it. See README.md, "Signing keys".
+not importable by the interpreter that started it. See docs/keys.md.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from issuer import migrations
 from issuer.keys.material import KeyMaterial, b64encode
 from issuer.runtime import Runtime
 from issuer.settings import Settings, load
+from issuer.store import migrations
 from tests import support
 
 

@@ -160,7 +160,7 @@ def db() -> None:
 @run
 async def db_upgrade() -> None:
     """Apply every pending Alembic migration to ISSUER_DATABASE_URL."""
-    from issuer import migrations
+    from issuer.store import migrations
 
     settings = load()
     runtime = Runtime(settings)

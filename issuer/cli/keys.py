@@ -22,11 +22,11 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from issuer import migrations
 from issuer.cli.support import run
 from issuer.keys import rotation
 from issuer.keys.material import KeyMaterial, b64decode, b64encode, load_key_material
 from issuer.settings import Settings, SettingsError, load, mask_url
+from issuer.store import migrations
 from issuer.store.database import Database
 
 __all__ = ["keys", "main"]

@@ -3,7 +3,7 @@
 Timestamps are integer Unix seconds (UTC), the unit of JWT ``iat``/``exp``. Secrets never
 appear: clients keep HMAC-SHA-256 digests, users argon2id hashes, refresh tokens their
 SHA-256, signing keys an AES-GCM ciphertext of the private key. Every change to this file is
-an Alembic revision in ``issuer/migrations/versions``.
+an Alembic revision in the top-level ``alembic/versions``.
 """
 
 from __future__ import annotations

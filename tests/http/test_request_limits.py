@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from issuer import migrations
+from issuer.store import migrations
 from tests import support
 
 HEADER_TIMEOUT = 2  # the servers' ISSUER_HEADER_TIMEOUT / ISSUER_BODY_TIMEOUT here (default 10 / 30)

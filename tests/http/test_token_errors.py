@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from issuer import migrations
+from issuer.store import migrations
 from tests import support
 
 PASSWORD = support.PASSWORD

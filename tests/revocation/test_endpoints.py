@@ -18,10 +18,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from issuer import migrations
 from issuer.keys.material import b64encode
 from issuer.runtime import Runtime
 from issuer.settings import load
+from issuer.store import migrations
 from tests import support
 from tests.revocation.support import Client, Deployment, active, introspect, login, refresh, revoke
 

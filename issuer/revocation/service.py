@@ -39,7 +39,6 @@ __all__ = ["AccessTokenView", "Revocation", "SessionsRevoked"]
 
 FAMILIES = RefreshFamily.__table__  # type: ignore[attr-defined]
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
-HINTS = ("access_token", "refresh_token")  # RFC 7009 2.1 / RFC 7662 2.1; others are ignored
 
 
 @dataclass(frozen=True, slots=True)

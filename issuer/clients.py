@@ -157,7 +157,7 @@ class ClientDirectory:
         """Disable (or enable) a client; True when that changed something. A disabled client fails
         authentication (``invalid_client``) on this process at once and on every other instance
         within ``cache_ttl`` seconds; revoking its tokens is the caller's next step
-        (:meth:`issuer.revocation.Revocation.revoke_client`)."""
+        (:meth:`issuer.revocation.service.Revocation.revoke_client`)."""
         now = int(time.time())
         async with self.db.transaction() as conn:
             row = await self.store.get(conn, client_id)

@@ -5,7 +5,6 @@
     IssuerError                     status, code; public description; private detail
     +-- OAuthError                  RFC 6749 5.2 error JSON
     |   +-- InvalidRequest          400 invalid_request (malformed, repeated, missing parameter)
-    |   |   +-- RequestTooLarge     413 invalid_request
     |   |   +-- UnsupportedMediaType 415 invalid_request
     |   +-- InvalidClient           401 invalid_client (+ WWW-Authenticate when Basic was used)
     |   +-- InvalidGrant            400 invalid_grant
@@ -13,12 +12,11 @@
     |   |   +-- NotPermitted        403 unauthorized_client (introspection without --can-introspect)
     |   +-- UnsupportedGrantType    400 unsupported_grant_type
     |   +-- InvalidScope            400 invalid_scope
-    |   +-- UnsupportedTokenType    400 unsupported_token_type (RFC 7009 2.2.1)
     |   +-- RateLimited             429 rate_limited + Retry-After (not an RFC 6749 code: none fits)
     +-- TemporarilyUnavailable      503 temporarily_unavailable + Retry-After (database/Redis outage)
         +-- Overloaded              503 temporarily_unavailable + Retry-After (password checks shed)
 
-Grants, stores and the key ring raise these; :mod:`issuer.http.errors` renders them, in one
+Grants, stores and the key ring raise these; :func:`issuer.http.responses.error_response` renders them, in one
 place. ``description`` is shown to the client; ``detail`` is for logs and never holds a secret.
 """
 
@@ -34,12 +32,10 @@ __all__ = [
     "OAuthError",
     "Overloaded",
     "RateLimited",
-    "RequestTooLarge",
     "TemporarilyUnavailable",
     "UnauthorizedClient",
     "UnsupportedGrantType",
     "UnsupportedMediaType",
-    "UnsupportedTokenType",
 ]
 
 
@@ -65,11 +61,6 @@ class InvalidRequest(OAuthError):
     status = 400
     code = "invalid_request"
     default_description = "malformed request"
-
-
-class RequestTooLarge(InvalidRequest):
-    status = 413
-    default_description = "request body too large"
 
 
 class UnsupportedMediaType(InvalidRequest):
@@ -130,14 +121,6 @@ class InvalidScope(OAuthError):
     status = 400
     code = "invalid_scope"
     default_description = "the requested scope is invalid or exceeds what the client may have"
-
-
-class UnsupportedTokenType(OAuthError):
-    """RFC 7009 2.2.1: the server does not support revoking this type of token."""
-
-    status = 400
-    code = "unsupported_token_type"
-    default_description = "unsupported token type"
 
 
 class RateLimited(OAuthError):

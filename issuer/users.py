@@ -169,7 +169,7 @@ class UserDirectory:
 
     async def set_disabled(self, username: str, disabled: bool) -> tuple[str, bool]:
         """Disable (or enable) a user: ``(subject, changed)``. Revoking the user's logins is the
-        caller's next step (:meth:`issuer.revocation.Revocation.revoke_subject`)."""
+        caller's next step (:meth:`issuer.revocation.service.Revocation.revoke_subject`)."""
         name = normalize_username(username)
         now = int(time.time())
         async with self.db.transaction() as conn:

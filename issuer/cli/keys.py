@@ -18,7 +18,6 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import click
 
@@ -31,8 +30,6 @@ from issuer.store.database import Database
 
 __all__ = ["keys", "main"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 NEW_KEK_ENV = "ISSUER_NEW_KEY_ENCRYPTION_KEY"
 
 

@@ -12,7 +12,7 @@ import datetime
 import json
 import re
 import time
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
@@ -24,8 +24,6 @@ from issuer.users import normalize_username
 
 __all__ = ["audit", "revoked_lines", "sessions"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 _RELATIVE = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -179,7 +179,6 @@ class KeyRing:
         self.jwks_body: bytes = b'{"keys":[]}'
         self.jwks_etag: str = ""
         self.fingerprint: tuple[tuple[str, str], ...] = ()
-        self.loaded_at: float = 0.0
         # kids revoked by `scripts/rotate_keys.py revoke` whose tokens may still be unexpired:
         # introspection and verifiers reject tokens carrying one (issuer.keys.rotation.revoke).
         self.revoked_kids: frozenset[str] = frozenset()
@@ -222,7 +221,6 @@ class KeyRing:
         """Reread the ring; returns True when it changed. Decrypts only a newly active key."""
         async with self.db.transaction() as conn:
             rows = await self.store.sealed(conn, STATES)
-        self.loaded_at = time.monotonic()
         denied = self.denied_kids
         fingerprint = tuple((row.kid, "revoked" if row.kid in denied else row.state) for row in rows)
         self.active_denied = any(row.state == "active" and row.kid in denied for row in rows)

@@ -50,7 +50,6 @@ class RotationResult:
     done: list[Step] = field(default_factory=list)
     pending: list[Step] = field(default_factory=list)  # what is scheduled next, with due times
     warnings: list[str] = field(default_factory=list)
-    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +100,7 @@ async def rotate(
     audit: AuditStore | None = None,
 ) -> RotationResult:
     """Perform every step that is due, and nothing else. ``force``: rotate now (an emergency)."""
-    result = RotationResult(dry_run=dry_run)
+    result = RotationResult()
     async with db.transaction() as conn:
         await KEYS.lock(conn)
         now = int(time.time()) if now is None else now

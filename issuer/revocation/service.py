@@ -35,7 +35,6 @@ from issuer.tokens import RefreshTokens
 __all__ = ["AccessTokenView", "Revocation", "SessionsRevoked"]
 
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
-HINTS = ("access_token", "refresh_token")  # RFC 7009 2.1 / RFC 7662 2.1; others are ignored
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ The contract with :mod:`issuer.grants.refresh_token` (RFC 9700 4.14.2, DESIGN.md
   transaction back: bad input loses nothing.
 
 Only SHA-256 digests of tokens are stored. Successors are derived from their predecessor with a
-keyed HMAC (:func:`issuer.tokens.successor_of`), so a replay can return the same successor without
-any token being kept in plaintext.
+keyed HMAC (:meth:`issuer.tokens.RefreshTokens.successor_of`), so a replay can return the same
+successor without any token being kept in plaintext.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def form(data: bytes) -> None:
     )
     try:
         parsed = parse_form(content_type, data[1:])
-    except InvalidRequest:  # UnsupportedMediaType and RequestTooLarge are InvalidRequests
+    except InvalidRequest:  # UnsupportedMediaType is an InvalidRequest
         return
     for name, value in parsed.items():
         assert value, "an empty value counts as omitted"

@@ -50,7 +50,7 @@ def test_a_full_scenario_logs_json_lines_and_no_secret(
         **key_env,
     )
     app = _client(env, tmp_path, "client_credentials", "password", "refresh_token")
-    other = _client(env, tmp_path, "client_credentials")
+    other = _client(env, tmp_path, "client_credentials", "password", "refresh_token")
     introspector = _client(env, tmp_path, "client_credentials", introspect=True)
     for username, password in (("alice", PASSWORD), ("bob", BOB_PASSWORD)):
         created = support.run_cli(env, "users", "create", "--username", username, input=password + "\n")
@@ -109,7 +109,8 @@ def test_a_full_scenario_logs_json_lines_and_no_secret(
         assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
         # a refresh token of another client, an unknown one
         stolen = {"grant_type": "refresh_token", "refresh_token": bob.json()["refresh_token"]}
-        assert post("/token", other, data=stolen).status_code in (400, 401)
+        foreign = post("/token", other, data=stolen)  # RFC 6749 6: bound to the client it was issued to
+        assert foreign.status_code == 400 and foreign.json()["error"] == "invalid_grant"
         made_up = "irt_" + "A" * 43
         secrets.add(made_up)
         assert (

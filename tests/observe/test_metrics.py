@@ -80,13 +80,16 @@ def test_metrics_answer_only_the_token_or_everyone_when_public(
 ) -> None:
     env = support.issuer_env(sqlite_url, tmp_path / "keys", **settings, **key_env)
     with support.running_server(env, tmp_path / "server.log") as server:
+        refused = httpx.post(server.url + "/token", data={"grant_type": "client_credentials"})
+        assert refused.status_code == 401  # one counted response for the scrape to show
         response = httpx.get(server.url + "/metrics", headers=headers)
         assert response.status_code == status
         if status == 404:  # the same answer as a path that does not exist
             assert response.json() == httpx.get(server.url + "/no-such-path").json()
             assert "issuer_" not in response.text
         else:
-            assert "issuer_tokens_issued_total" in response.text or "issuer_http_responses" in response.text
+            samples = parse(response.text)
+            assert value(samples, "issuer_http_responses_total", endpoint="/token", status="401") == 1
 
 
 def test_bad_metrics_token_setting_is_refused(sqlite_url: str, tmp_path: Path, key_env) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from issuer.errors import InvalidScope
 from issuer.runtime import Runtime
 from issuer.store.refresh import Outcome, Presentation
-from issuer.store.tables import AuditEvent, RefreshToken
+from issuer.store.tables import AuditEvent, DenylistEntry, RefreshFamily, RefreshToken
 
 NOW = 1_900_000_000
 IDLE = 3600
@@ -88,11 +88,25 @@ async def test_rotation_spends_the_token_and_issues_the_derived_successor(runtim
     assert (await rotate(runtime, successor, now=NOW + 6)).outcome is Outcome.ROTATED
 
 
+async def contents(runtime: Runtime) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the tables a presentation could write: the refresh tables, audit, denylist."""
+    found: dict[str, list[tuple[object, ...]]] = {}
+    async with runtime.db.transaction() as conn:
+        for model in (RefreshFamily, RefreshToken, AuditEvent, DenylistEntry):
+            table = model.__table__  # type: ignore[attr-defined]
+            rows = await conn.execute(select(table).order_by(*table.primary_key.columns))
+            found[table.name] = [tuple(row) for row in rows]
+    return found
+
+
 async def test_replay_inside_grace_returns_the_same_successor_and_writes_nothing(runtime: Runtime) -> None:
     family, token = await login(runtime)
     await rotate(runtime, token, now=NOW)
+    before = await contents(runtime)
+    assert len(before["refresh_tokens"]) == 2  # the spent token and its successor
     replay = await rotate(runtime, token, now=NOW + 10)  # exactly at the edge of a 10 s window
     assert replay.outcome is Outcome.REPLAYED and replay.family_id == family
+    assert await contents(runtime) == before  # no row added, changed or removed
     successor = runtime.grants.refresh_tokens.successor_of(token)
     assert (await rotate(runtime, successor, now=NOW + 11)).outcome is Outcome.ROTATED
 

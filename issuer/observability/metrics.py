@@ -25,7 +25,10 @@ that stops calls :func:`~prometheus_client.multiprocess.mark_process_dead` for i
 the files of the ``live*`` gauge modes, which the issuer does not use today; a worker that is
 killed leaves nothing that needs removing). The ``process_*`` metrics are left out in this mode:
 one scrape would show one worker's and the next another's (``process_cpu_seconds_total`` would
-jump back and forth, which Prometheus reads as counter resets).
+jump back and forth, which Prometheus reads as counter resets). The mode is the process's, not
+the runtime's: two runtimes in one multiprocess process would share their series (the server
+builds one per worker), and a CLI command run with the operator's ``PROMETHEUS_MULTIPROC_DIR`` in
+its environment leaves files of zeros there (the sums do not change).
 
 **What the request path pays**: the observing middleware (:mod:`issuer.http.observe`) increments
 cached label children (``prometheus_client``'s own lock around each value, nothing else), and

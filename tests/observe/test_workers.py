@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import support
@@ -35,11 +36,16 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return found
 
 
+@pytest.mark.parametrize(
+    "operators_directory", [False, True], ids=["private-directory", "operators-directory"]
+)
 def test_workers_log_json_and_answer_for_the_whole_server(
-    pg_url: str, redis_prefix: str, tmp_path: Path, key_env: dict[str, str]
+    operators_directory: bool, pg_url: str, redis_prefix: str, tmp_path: Path, key_env: dict[str, str]
 ) -> None:
     temp = tmp_path / "tmp"  # where the server makes its metrics directory (TMPDIR)
     temp.mkdir()
+    own = tmp_path / "prometheus"  # the operator's PROMETHEUS_MULTIPROC_DIR, when set
+    own.mkdir()
     env = support.issuer_env(
         pg_url,
         tmp_path / "keys",
@@ -50,6 +56,8 @@ def test_workers_log_json_and_answer_for_the_whole_server(
         **key_env,
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if operators_directory:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(own)
     app = support.register_client(env, grants=("password",), scope="read")
     support.add_user(env)
     log_path = tmp_path / "server.log"
@@ -57,8 +65,13 @@ def test_workers_log_json_and_answer_for_the_whole_server(
     logins: Counter[str] = Counter()  # per worker
     scrapes: dict[str, list[dict[tuple[str, frozenset[tuple[str, str]]], float]]] = {}
     try:
-        (directory,) = temp.glob("issuer-metrics-*")
-        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        made = list(temp.glob("issuer-metrics-*"))
+        if operators_directory:
+            assert made == []
+            directory = own
+        else:
+            (directory,) = made
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700
         login = {"grant_type": "password", "username": "alice", "password": support.PASSWORD}
         for _ in range(300):  # new connections land on either worker; stop once both served enough
             with httpx.Client() as http:
@@ -98,7 +111,10 @@ def test_workers_log_json_and_answer_for_the_whole_server(
             # read from the database by the answering worker, not summed
             assert found[("issuer_signing_keys", frozenset({("state", "active")}))] == 1
             assert not any(name.startswith("process_") for name, _ in found)
-    assert not directory.exists()  # removed when the server exited
+    if operators_directory:  # used as it is, and left as it is
+        assert {path.name.split("_")[0] for path in own.iterdir()} >= {"counter", "histogram"}
+    else:
+        assert not directory.exists()  # removed when the server exited
 
     lines = [line for line in log_path.read_text().splitlines() if line.strip()]
     entries = [json.loads(line) for line in lines]  # every line, from the parent and both workers

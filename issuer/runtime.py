@@ -146,6 +146,8 @@ class Runtime:
             self.spawn(self._reload_keys())
             if self.settings.redis_url:
                 self.spawn(announce.watch(self.settings, self.keyring))  # reload on `<prefix>keys`
+            if self.metrics.multiprocess:  # with several workers (issuer.observability.metrics)
+                self.spawn(self.metrics.carry_forever())
         await self.denylist.start(background=serve)  # Redis copy, reconciliation, pruning
 
     def spawn(self, coroutine: Awaitable[None]) -> None:

@@ -107,6 +107,11 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     Request heads, slow clients and open connections are bounded per process
     (ISSUER_MAX_HEADER_BYTES, ISSUER_MAX_HEADER_FIELDS, ISSUER_HEADER_TIMEOUT, ISSUER_BODY_TIMEOUT,
     ISSUER_MAX_CONNECTIONS).
+
+    With --workers N, GET /metrics answers for the whole server (every worker's counters summed,
+    prometheus_client's multiprocess mode): the workers share a fresh private directory (0700)
+    made at start and removed at exit, or the operator's PROMETHEUS_MULTIPROC_DIR, used as it is
+    (never emptied or removed).
     """
     import logging.config
 
@@ -116,6 +121,7 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     from issuer.deployment import check_url, check_workers
     from issuer.http.limits import LimitedHttpToolsProtocol
     from issuer.observability.logs import dict_config
+    from issuer.observability.metrics import share_metrics
 
     settings = load()
     log_config = dict_config(
@@ -126,6 +132,7 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
     if insecure:  # after every refusal, so that a refusal stays one line
         logging.getLogger("issuer").warning(insecure)
+    share_metrics(workers)  # before the workers start: their common directory, removed at exit
     app: Any = create_app(settings) if workers == 1 else "issuer.app:create_app"
     uvicorn.run(
         app,

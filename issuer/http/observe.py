@@ -6,9 +6,10 @@ only, so unknown paths add no metric series): it takes the request id from an in
 ``X-Request-ID`` when that is sane (1-100 of ``A-Z a-z 0-9 . _ : -``, and not shaped like a
 credential), else makes one; echoes it in the response; makes it (and the client id, once the
 client authenticated) part of every log line of the request
-(:mod:`issuer.observability.logs`); and records the latency in the runtime's
-:class:`~issuer.observability.metrics.Metrics`. It reads no header but ``X-Request-ID`` and no
-body.
+(:mod:`issuer.observability.logs`); and records the latency and the status in the runtime's
+:class:`~issuer.observability.metrics.Metrics`, before it passes the last chunk of the body on
+(so a client holding its answer finds it counted). It reads no header but ``X-Request-ID`` and
+no body.
 
 ``GET /metrics`` answers only a request bearing ``Authorization: Bearer <ISSUER_METRICS_TOKEN>``
 (compared in constant time), or anyone when ``ISSUER_METRICS_PUBLIC=true``; otherwise it is the
@@ -65,22 +66,32 @@ def observe(app: ASGIApp) -> ASGIApp:
         token = current.set(context)
         header = (b"x-request-id", context.request_id.encode("ascii"))
         status = 500
+        elapsed: float | None = None  # set once the request is counted
+        path = scope["path"]
+        runtime = getattr(scope["app"].state, "runtime", None)
+
+        def count() -> float:
+            seconds = time.perf_counter() - started
+            if runtime is not None:
+                runtime.metrics.observe(path, context.grant or "", status, seconds)
+            return seconds
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, elapsed
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # counted before the last byte leaves: a client that has its answer finds it
+                # counted, whichever worker answers its next scrape
+                elapsed = count()
             await send(message)
 
         try:
             await app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            path = scope["path"]
-            runtime = getattr(scope["app"].state, "runtime", None)
-            if runtime is not None:
-                runtime.metrics.observe(path, context.grant or "", status, elapsed)
+            if elapsed is None:  # no complete response (an error, a disconnect)
+                elapsed = count()
             if log.isEnabledFor(logging.INFO):
                 extra: dict[str, Any] = {
                     "method": http_scope["method"],

@@ -91,7 +91,7 @@ async def introspect(request: Request[Any, Any, Any]) -> Response[bytes]:
     if token is None:
         raise InvalidRequest("missing parameter: token")
     body = await runtime.revocation.introspect(check_token(token), form.get("token_type_hint"))
-    runtime.metrics.introspections[bool(body["active"])] += 1
+    runtime.metrics.introspected(bool(body["active"]))
     return json_response(body)
 
 

@@ -1,18 +1,54 @@
 """Prometheus metrics of one :class:`~issuer.runtime.Runtime` (``GET /metrics``, text format 0.0.4).
 
-Cheap on the hot path by construction: the request path only increments plain integers (in this
-module's :class:`Metrics`, and counters the components keep themselves: the grants' refresh
-outcomes, the denylist's additions and Redis errors, the database's outages, the rate limits'
-refusals, introspection's unknown ``kid``\\ s). Nothing on the request path takes a lock or does
-I/O; everything is turned into metric families when ``/metrics`` is scraped, and the gauges that
-need the database (denylist size, key ages) are read then.
+Built on ``prometheus_client``'s own types: every counter is a :class:`~prometheus_client.Counter`
+and the request latency a :class:`~prometheus_client.Histogram`, owned by one :class:`Metrics`
+per runtime and rendered from that runtime's own :class:`~prometheus_client.CollectorRegistry`
+(never the global default one), so tests and several runtimes in one process do not collide.
 
-Each runtime has its own :class:`prometheus_client.CollectorRegistry` (never the global default
-one), so tests and several runtimes in one process do not collide. With ``issuer serve
---workers N`` every worker process is a runtime of its own: a scrape is answered by whichever
-worker accepted the connection, with that worker's counters and a ``worker`` label (its pid), so
-Prometheus sees one series per worker (sum them with ``sum without (worker)``). Gauges read from
-the database are the same whichever worker answers.
+**One process** (``issuer serve``, the CLI, the tests): the instruments live in the runtime's
+registry, next to the standard ``process_*`` metrics.
+
+**Several workers** (``issuer serve --workers N``): the scrape is answered by whichever worker
+accepted the connection, and it answers for the whole server. Every worker runs
+``prometheus_client``'s multiprocess mode: its instruments write their values to memory-mapped
+files in ``PROMETHEUS_MULTIPROC_DIR`` (one file per metric type and process), and a scrape
+renders :class:`~prometheus_client.multiprocess.MultiProcessCollector`, which sums the files of
+every worker, living or exited (a counter of a worker that exited stays in the total, so the sums
+never go back). Series carry no ``worker`` label. Before spawning its workers ``issuer serve``
+(:func:`share_metrics`) makes a fresh private directory for the files
+(``tempfile.mkdtemp``: empty, mode 0700, under ``$TMPDIR``), sets ``PROMETHEUS_MULTIPROC_DIR``
+for the workers, and removes the directory when the server exits. An operator who set
+``PROMETHEUS_MULTIPROC_DIR`` (a tmpfs of their own, say) gets that directory used as it is: it
+must exist, and the issuer neither creates, empties nor removes it (``prometheus_client`` wants
+it emptied between runs; left as is, the counters go on from the last run's totals). A worker
+that stops calls :func:`~prometheus_client.multiprocess.mark_process_dead` for itself (it removes
+the files of the ``live*`` gauge modes, which the issuer does not use today; a worker that is
+killed leaves nothing that needs removing). The ``process_*`` metrics are left out in this mode:
+one scrape would show one worker's and the next another's (``process_cpu_seconds_total`` would
+jump back and forth, which Prometheus reads as counter resets). The mode is the process's, not
+the runtime's: two runtimes in one multiprocess process would share their series (the server
+builds one per worker), and a CLI command run with the operator's ``PROMETHEUS_MULTIPROC_DIR`` in
+its environment leaves files of zeros there (the sums do not change).
+
+**What the request path pays**: the observing middleware (:mod:`issuer.http.observe`) increments
+cached label children (``prometheus_client``'s own lock around each value, nothing else), and
+does so before the last byte of the response is handed to the server, so a client that got its
+answer finds it counted whichever worker it scrapes next. Several components keep plain integer
+tallies of their own (the grants' refresh outcomes, the denylist's additions and Redis errors,
+the database's outages, the rate limits' refusals and Redis errors, the password hasher's
+verifications and sheds, revocation's unknown ``kid``\\ s); :meth:`Metrics.carry` adds what
+changed since the last time to the counters. It runs at every scrape, and, with several workers,
+also with every response and once a second (for what background tasks count), so that the other
+workers' files are current.
+
+**Gauges read from the database** (denylist size, signing keys per state and their ages) are not
+instruments: a custom collector on the scraping worker (:class:`_DatabaseGauges`) reads them at
+scrape time (:func:`read_gauges`, one transaction) and yields them. They describe the shared
+database, not a process, so they are never summed over workers (a multiprocess gauge would need a
+mode: ``livesum`` would multiply them by N, ``liveall`` would add a ``pid`` label and stale
+copies, and ``max``/``mostrecent`` would still report what some worker read at some earlier
+scrape). If the database cannot be read, the scrape counts an error and shows the values the
+answering worker read last.
 
 The metrics (labels in braces):
 
@@ -57,42 +93,72 @@ The metrics (labels in braces):
                                                         read (they keep their last values)
 ======================================================  ==========================================
 
-plus the standard ``process_*`` metrics of the worker process.
+plus, in one process, the standard ``process_*`` metrics.
 """
 
 from __future__ import annotations
 
-import bisect
+import asyncio
+import atexit
 import os
+import shutil
+import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from issuer.settings import SettingsError
 from issuer.store.denylist import DenylistStore
 from issuer.store.keys import KeyStore
 
 if TYPE_CHECKING:
     from issuer.runtime import Runtime
+    from issuer.store.database import Database
 
-__all__ = ["BUCKETS", "CONTENT_TYPE", "Metrics"]
+__all__ = ["BUCKETS", "CONTENT_TYPE", "MULTIPROC_DIR", "Metrics", "read_gauges", "share_metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 KEY_STATES = ("next", "active", "retired")
 OUTCOMES = ("rotated", "replayed", "reused", "unknown", "foreign", "expired", "revoked")
+LIMITS = ("client", "password", "address", "global")
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+CARRY_INTERVAL = 1.0  # seconds between carries of a worker's tallies, with several workers
 
 
-class _Histogram:
-    __slots__ = ("counts", "total")
+def multiprocess() -> bool:
+    """Whether ``prometheus_client`` writes to ``PROMETHEUS_MULTIPROC_DIR`` in this process.
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
-        self.total = 0.0
+    The library decides once, when it is first imported, from the environment it finds.
+    """
+    return values.ValueClass is not values.MutexValue
+
+
+def share_metrics(workers: int) -> str | None:
+    """Called by ``issuer serve`` before it starts its workers: the directory their metrics share.
+
+    With several workers and no ``PROMETHEUS_MULTIPROC_DIR`` of the operator's: a fresh private
+    directory, put in the environment the workers inherit, and removed when this process exits.
+    The operator's directory is used as it is; one that does not exist is a one-line error.
+    None: one process, no directory.
+    """
+    own = os.environ.get(MULTIPROC_DIR)
+    if own is not None:
+        if not os.path.isdir(own):
+            raise SettingsError(f"{MULTIPROC_DIR} must be an existing directory (got {own!r})")
+        return own
+    if workers == 1:
+        return None
+    directory = tempfile.mkdtemp(prefix="issuer-metrics-")  # new, so empty; mode 0700
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ[MULTIPROC_DIR] = directory
+    return directory
 
 
 def _family_reason(reason: str) -> str:
@@ -103,144 +169,219 @@ def _family_reason(reason: str) -> str:
     return "other"
 
 
+async def read_gauges(db: Database, now: int) -> tuple[int, list[tuple[str, int, int]]]:
+    """Live denylist entries, and (state, created_at, state_changed_at) of every key in a state."""
+    async with db.transaction() as conn:
+        count = await DenylistStore().count_live(conn, now)
+        rows = await KeyStore().states(conn, KEY_STATES)
+    return int(count), [(row.state, int(row.created_at), int(row.state_changed_at)) for row in rows]
+
+
 class Metrics:
-    """Counters of one runtime and the registry that renders them."""
+    """The instruments of one runtime and the registry that renders them."""
 
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime
-        self.worker = str(os.getpid())
-        self.latency: dict[tuple[str, str], _Histogram] = {}
-        self.responses: Counter[tuple[str, int]] = Counter()
-        self.tokens_issued: Counter[str] = Counter()
-        self.introspections: Counter[bool] = Counter()  # by answer: active or not (verification failures)
-        self.scrape_errors = 0
-        self.denylist_entries: int | None = None
-        self.keys: list[tuple[str, int, int]] = []  # (state, created_at, state_changed_at)
+        self.multiprocess = multiprocess()
+        # No `_created` series: the multiprocess mode has none, and today's scrapes had none.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
-        ProcessCollector(registry=self.registry)
+        # In multiprocess mode the instruments belong to no registry: their values are in the
+        # files, and the MultiProcessCollector reads every worker's back.
+        home = None if self.multiprocess else self.registry
+        if self.multiprocess:
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        else:
+            ProcessCollector(registry=self.registry)
+        self.gauges = _DatabaseGauges(self)
+        self.registry.register(self.gauges)
 
-    def observe(self, endpoint: str, grant: str, status: int, seconds: float) -> None:
-        """One finished request (called by the HTTP edge for every response: integers only)."""
-        histogram = self.latency.get((endpoint, grant))
-        if histogram is None:
-            histogram = self.latency[(endpoint, grant)] = _Histogram()
-        histogram.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        histogram.total += seconds
-        self.responses[(endpoint, status)] += 1
-        if status == 200 and grant and endpoint == "/token":
-            self.tokens_issued[grant] += 1
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=home)
 
-    async def refresh(self) -> None:
-        """Read the gauges that live in the database (at scrape time, not on the request path)."""
-        if self.runtime is None:
-            return
-        now = int(time.time())
-        try:
-            async with self.runtime.db.transaction() as conn:
-                count = await DenylistStore().count_live(conn, now)
-                rows = await KeyStore().states(conn, KEY_STATES)
-        except Exception:
-            self.scrape_errors += 1  # the database outage itself is counted by the database
-            return
-        self.denylist_entries = int(count)
-        self.keys = [(row.state, int(row.created_at), int(row.state_changed_at)) for row in rows]
-
-    async def render(self) -> bytes:
-        await self.refresh()
-        return generate_latest(self.registry)
-
-
-class _Collector(Collector):
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        m = self.metrics
-        runtime = m.runtime
-        w = m.worker
-
-        latency = HistogramMetricFamily(
+        self.latency = Histogram(
             "issuer_http_request_duration_seconds",
             "Request latency by endpoint and grant type.",
-            labels=["endpoint", "grant", "worker"],
+            ["endpoint", "grant"],
+            buckets=BUCKETS,
+            registry=home,
         )
-        for (endpoint, grant), histogram in sorted(m.latency.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
-            latency.add_metric([endpoint, grant, w], buckets, histogram.total)
-        yield latency
-
-        responses = CounterMetricFamily(
-            "issuer_http_responses",
-            "Responses by endpoint and status code.",
-            labels=["endpoint", "status", "worker"],
+        self.responses = counter(
+            "issuer_http_responses", "Responses by endpoint and status code.", "endpoint", "status"
         )
-        for (endpoint, status), count in sorted(m.responses.items()):
-            responses.add_metric([endpoint, str(status), w], count)
-        yield responses
-
-        issued = CounterMetricFamily(
-            "issuer_tokens_issued", "Successful token responses by grant type.", labels=["grant", "worker"]
+        self.tokens_issued = counter(
+            "issuer_tokens_issued", "Successful token responses by grant type.", "grant"
         )
-        for grant, count in sorted(m.tokens_issued.items()):
-            issued.add_metric([grant, w], count)
-        yield issued
-
-        introspected = CounterMetricFamily(
+        self.introspections = counter(
             "issuer_introspections",
             "Introspection answers: active=false is a token that failed verification (bad signature, "
             "unknown kid, expired, revoked, not ours).",
-            labels=["active", "worker"],
+            "active",
         )
-        for active in (True, False):
-            introspected.add_metric(["true" if active else "false", w], m.introspections[active])
-        yield introspected
-
-        if runtime is None:
-            return
-
-        refresh = CounterMetricFamily(
+        self.refresh = counter(
             "issuer_refresh",
             "Refresh-token presentations by outcome (rotated, replayed in the grace window, reused: "
             "reuse detected and the family revoked, unknown, foreign, expired, revoked).",
-            labels=["outcome", "worker"],
+            "outcome",
         )
-        outcomes = runtime.grants.refresh_outcomes
-        for outcome in OUTCOMES:
-            refresh.add_metric([outcome, w], sum(c for o, c in outcomes.items() if o.value == outcome))
-        yield refresh
-
-        families: Counter[str] = Counter({"reuse": 0, "client": 0, "other": 0})
-        additions: Counter[str] = Counter()
-        for (kind, reason), count in runtime.denylist.additions.items():
-            additions[kind] += count
-            if kind == "sid":
-                families[_family_reason(reason)] += count
-        revoked = CounterMetricFamily(
+        self.families_revoked = counter(
             "issuer_families_revoked",
             "Refresh families (logins) revoked by this process, by reason.",
-            labels=["reason", "worker"],
+            "reason",
         )
-        for reason, count in sorted(families.items()):
-            revoked.add_metric([reason, w], count)
-        yield revoked
-        added = CounterMetricFamily(
-            "issuer_denylist_additions",
-            "Denylist entries written by this process.",
-            labels=["kind", "worker"],
+        self.denylist_additions = counter(
+            "issuer_denylist_additions", "Denylist entries written by this process.", "kind"
         )
-        for kind, count in sorted(additions.items()):
-            added.add_metric([kind, w], count)
-        yield added
+        self.unknown_kid = counter(
+            "issuer_unknown_kid",
+            "Access tokens presented to /introspect or /revoke with a kid not in the JWKS.",
+        )
+        self.backend_errors = counter(
+            "issuer_backend_errors", "Database outages and Redis errors met.", "backend"
+        )
+        self.rate_limited = counter(
+            "issuer_rate_limited",
+            "Requests refused by a rate limit (429; 503 for the global password budget), by limit.",
+            "limit",
+        )
+        self.password_verifications = counter(
+            "issuer_password_verifications", "argon2 password verifications run."
+        )
+        self.password_shed = counter(
+            "issuer_password_shed",
+            "Password checks refused with 503 because the queue for a hashing slot was full.",
+        )
+        self.scrape_errors = counter(
+            "issuer_metrics_scrape_errors", "Scrapes whose database gauges could not be read."
+        )
+        # Label children, made once: the request path looks them up in a dict (no lock) and
+        # calls .labels() only for a pair it has not met. The fixed ones exist from the start, so
+        # that their series show 0 until their first event.
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._responses: dict[tuple[str, int], Any] = {}
+        self._issued: dict[str, Any] = {}
+        self._introspected = {
+            True: self.introspections.labels("true"),
+            False: self.introspections.labels("false"),
+        }
+        self._refresh = {outcome: self.refresh.labels(outcome) for outcome in OUTCOMES}
+        self._families = {
+            reason: self.families_revoked.labels(reason) for reason in ("reuse", "client", "other")
+        }
+        self._added: dict[str, Any] = {}
+        self._database_errors = self.backend_errors.labels("database")
+        self._redis_errors = self.backend_errors.labels("redis")
+        self._limited = {limit: self.rate_limited.labels(limit) for limit in LIMITS}
+        self._carried: dict[object, int] = {}  # what carry() has added so far, per tally
 
-        if m.denylist_entries is not None:
+    # ------------------------------------------------------------ the request path
+
+    def observe(self, endpoint: str, grant: str, status: int, seconds: float) -> None:
+        """One finished request (called by the HTTP edge for every response)."""
+        histogram = self._latency.get((endpoint, grant))
+        if histogram is None:
+            histogram = self._latency[(endpoint, grant)] = self.latency.labels(endpoint, grant)
+        histogram.observe(seconds)
+        responses = self._responses.get((endpoint, status))
+        if responses is None:
+            responses = self._responses[(endpoint, status)] = self.responses.labels(endpoint, str(status))
+        responses.inc()
+        if status == 200 and grant and endpoint == "/token":
+            issued = self._issued.get(grant)
+            if issued is None:
+                issued = self._issued[grant] = self.tokens_issued.labels(grant)
+            issued.inc()
+        if self.multiprocess:
+            self.carry()
+
+    def introspected(self, active: bool) -> None:
+        self._introspected[active].inc()
+
+    def carry(self) -> None:
+        """Add to the counters what the components' own tallies counted since the last carry.
+
+        Cheap when nothing changed (a comparison per tally); the last values carried are kept by
+        the tally's key: an outcome, a (kind, reason) pair, a limit's name, or the counter itself.
+        """
+        runtime = self.runtime
+        if runtime is None:
+            return
+        carried = self._carried
+        for outcome, count in runtime.grants.refresh_outcomes.items():
+            if count != carried.get(outcome, 0) and outcome.value in self._refresh:
+                self._add(outcome, count, self._refresh[outcome.value])
+        for key, count in runtime.denylist.additions.items():
+            if count != carried.get(key, 0):
+                kind, reason = key
+                added = self._added.get(kind)
+                if added is None:
+                    added = self._added[kind] = self.denylist_additions.labels(kind)
+                self._add(
+                    key, count, added, *((self._families[_family_reason(reason)],) if kind == "sid" else ())
+                )
+        for limit, count in runtime.rate_limits.refused.items():
+            if count != carried.get(limit, 0) and limit in self._limited:
+                self._add(limit, count, self._limited[limit])
+        for counter, count in (
+            (self.unknown_kid, runtime.revocation.unknown_kids),
+            (self._database_errors, runtime.db.outages),
+            (self._redis_errors, runtime.denylist.redis_errors + runtime.rate_limits.redis_errors),
+            (self.password_verifications, runtime.passwords.verifications),
+            (self.password_shed, runtime.passwords.shed),
+        ):
+            if count != carried.get(counter, 0):
+                self._add(counter, count, counter)
+
+    def _add(self, key: object, count: int, *counters: Any) -> None:
+        delta = count - self._carried.get(key, 0)
+        for counter in counters:
+            counter.inc(delta)
+        self._carried[key] = count
+
+    async def carry_forever(self) -> None:
+        """With several workers: carry what background tasks count, too; at the end, this worker
+        is marked dead (its ``live*`` gauge files, if any, go; its counters stay in the sums)."""
+        try:
+            while True:
+                await asyncio.sleep(CARRY_INTERVAL)
+                self.carry()
+        finally:
+            self.carry()
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------ the scrape
+
+    async def render(self) -> bytes:
+        self.carry()
+        await self.gauges.refresh()
+        return generate_latest(self.registry)
+
+
+class _DatabaseGauges(Collector):
+    """The gauges read from the database, by the worker answering the scrape (never summed)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.denylist_entries: int | None = None
+        self.keys: list[tuple[str, int, int]] = []  # (state, created_at, state_changed_at)
+
+    async def refresh(self) -> None:
+        """Read them (at scrape time, not on the request path); on failure keep the last values."""
+        runtime = self.metrics.runtime
+        if runtime is None:
+            return
+        try:
+            self.denylist_entries, self.keys = await read_gauges(runtime.db, int(time.time()))
+        except Exception:
+            self.metrics.scrape_errors.inc()  # the database outage itself is counted by the database
+
+    def collect(self) -> Iterator[Metric]:
+        if self.metrics.runtime is None:
+            return
+        if self.denylist_entries is not None:
             yield GaugeMetricFamily(
-                "issuer_denylist_entries", "Live denylist entries (database).", value=m.denylist_entries
+                "issuer_denylist_entries", "Live denylist entries (database).", value=self.denylist_entries
             )
-
         now = time.time()
         keys = GaugeMetricFamily("issuer_signing_keys", "Signing keys per state.", labels=["state"])
         age = GaugeMetricFamily(
@@ -254,7 +395,7 @@ class _Collector(Collector):
             labels=["state"],
         )
         for state in KEY_STATES:
-            rows = [row for row in m.keys if row[0] == state]
+            rows = [row for row in self.keys if row[0] == state]
             keys.add_metric([state], len(rows))
             if rows:
                 age.add_metric([state], now - min(row[1] for row in rows))
@@ -262,48 +403,3 @@ class _Collector(Collector):
         yield keys
         yield age
         yield state_age
-
-        unknown = CounterMetricFamily(
-            "issuer_unknown_kid",
-            "Access tokens presented to /introspect or /revoke with a kid not in the JWKS.",
-            labels=["worker"],
-        )
-        unknown.add_metric([w], runtime.revocation.unknown_kids)
-        yield unknown
-
-        errors = CounterMetricFamily(
-            "issuer_backend_errors", "Database outages and Redis errors met.", labels=["backend", "worker"]
-        )
-        errors.add_metric(["database", w], runtime.db.outages)
-        errors.add_metric(["redis", w], runtime.denylist.redis_errors + runtime.rate_limits.redis_errors)
-        yield errors
-
-        limited = CounterMetricFamily(
-            "issuer_rate_limited",
-            "Requests refused by a rate limit (429; 503 for the global password budget), by limit.",
-            labels=["limit", "worker"],
-        )
-        for limit, count in sorted(runtime.rate_limits.refused.items()):
-            limited.add_metric([limit, w], count)
-        yield limited
-
-        verifications = CounterMetricFamily(
-            "issuer_password_verifications", "argon2 password verifications run.", labels=["worker"]
-        )
-        verifications.add_metric([w], runtime.passwords.verifications)
-        yield verifications
-        shed = CounterMetricFamily(
-            "issuer_password_shed",
-            "Password checks refused with 503 because the queue for a hashing slot was full.",
-            labels=["worker"],
-        )
-        shed.add_metric([w], runtime.passwords.shed)
-        yield shed
-
-        scrape = CounterMetricFamily(
-            "issuer_metrics_scrape_errors",
-            "Scrapes whose database gauges could not be read.",
-            labels=["worker"],
-        )
-        scrape.add_metric([w], m.scrape_errors)
-        yield scrape

@@ -13,9 +13,13 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from issuer.runtime import Runtime
+from issuer.store.refresh import Outcome
 from tests import support
+from tests.conftest import make_settings
 
 PASSWORD = "correct horse battery staple"
 METRICS_TOKEN = "metrics-" + "x7Kq2Zp9Lm4Wv8Rt"
@@ -28,8 +32,7 @@ def parse(text: str) -> Samples:
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = frozenset((k, v) for k, v in sample.labels.items() if k != "worker")
-            samples[(sample.name, labels)] = samples.get((sample.name, labels), 0.0) + sample.value
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
 
 
@@ -322,3 +325,54 @@ def test_unknown_paths_and_query_strings_add_no_series(sqlite_url: str, tmp_path
     assert (
         value(samples, "issuer_http_responses_total", endpoint="/.well-known/jwks.json", status="200") == 20
     )
+
+
+# ---------------------------------------------------------------- runtimes in one process
+
+
+async def test_two_runtimes_in_one_process_keep_their_own_counters(
+    sqlite_url: str, tmp_path: Path, material
+) -> None:
+    """Each runtime renders its own registry (never the global one), and a component's own tally
+    reaches the counter at the next scrape, once."""
+    first = Runtime(make_settings(sqlite_url, tmp_path / "first"), material=material)
+    second = Runtime(make_settings(sqlite_url, tmp_path / "second"), material=material)
+    try:
+        first.metrics.observe("/token", "password", 200, 0.003)
+        first.passwords.verifications += 2  # as two password checks would
+        first.grants.refresh_outcomes[Outcome.REUSED] += 1
+        for _ in range(2):  # a second scrape carries nothing twice
+            one = parse((await first.metrics.render()).decode())
+            other = parse((await second.metrics.render()).decode())
+            assert value(one, "issuer_tokens_issued_total", grant="password") == 1
+            assert value(one, "issuer_password_verifications_total") == 2
+            assert value(one, "issuer_refresh_total", outcome="reused") == 1
+            assert (
+                value(
+                    one,
+                    "issuer_http_request_duration_seconds_bucket",
+                    endpoint="/token",
+                    grant="password",
+                    le="0.005",
+                )
+                == 1
+            )
+            assert (
+                value(
+                    one,
+                    "issuer_http_request_duration_seconds_bucket",
+                    endpoint="/token",
+                    grant="password",
+                    le="0.0025",
+                )
+                == 0
+            )
+            assert value(one, "issuer_signing_keys", state="active") == 0  # nothing started: no key
+            assert ("issuer_tokens_issued_total", frozenset({("grant", "password")})) not in other
+            assert value(other, "issuer_password_verifications_total") == 0
+            assert value(other, "issuer_refresh_total", outcome="reused") == 0
+        assert not any(name.endswith("_created") for name, _ in one)
+        assert b"issuer_tokens_issued" not in generate_latest(REGISTRY)
+    finally:
+        await first.close()
+        await second.close()

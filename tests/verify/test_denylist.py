@@ -18,8 +18,9 @@ import httpx
 import pytest
 import redis
 
-from issuer.verify import InvalidToken, Verifier
-from issuer.verify_denylist import Denylist, FeedDenylist, RedisDenylist, parse_entry
+from issuer_verify import InvalidToken, Verifier
+from issuer_verify.denylist import Denylist, FeedDenylist, RedisDenylist
+from issuer_verify.wire import parse_entry
 from tests import support
 from tests.verify.support import Issuer, register_client
 

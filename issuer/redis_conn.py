@@ -1,34 +1,18 @@
-"""Redis connections: the one place that turns ``ISSUER_REDIS_URL`` into a client.
+"""Redis connections: the one place that turns ``ISSUER_REDIS_URL`` into an asyncio client.
 
-Every Redis user (the denylist and its mirror, the key-change announcer and listener, the
-verifier's denylist copy) builds its client here, so the three topologies an operator may run
-work everywhere the issuer touches Redis:
+Every Redis user of the server (the denylist, the key-change announcer and listener, the rate
+limits) builds its client here, so the three topologies an operator may run (one server,
+``redis+sentinel://``, ``redis+cluster://``) work everywhere the issuer touches Redis. The URL
+forms, their parsing, the prefix rule and the blocking client are the verifier's, defined once in
+:mod:`issuer_verify.redis_conn` (re-exported here), so a resource server's denylist copy takes
+exactly the URLs the issuer takes.
 
-==================  =====================================================================
-URL                 topology
-==================  =====================================================================
-``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``, ``rediss://...``, ``unix://PATH``
-                    one server (redis-py's own URL form; ``rediss`` is TLS)
-``redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]``
-                    Redis Sentinel: the sentinels (default port 26379) name the master of
-                    ``SERVICE``; the client asks them again after a failover. Credentials
-                    are the master's; ``?sentinel_password=...`` authenticates to sentinels
-                    that require it.
-``redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]``
-                    Redis Cluster: any reachable node(s) (default port 6379) seed the slot
-                    map; no database number (a cluster has only 0).
-==================  =====================================================================
-
-Pub/sub works on each: a single server and the Sentinel master subscribe as usual; on a Cluster a
-classic ``PUBLISH`` reaches every node, so the subscriber holds one node connection (redis-py's
-:class:`~redis.asyncio.cluster.ClusterPubSub`) and reconnects through the slot map when that node
-goes. On a Cluster, multi-key commands (the denylist's ``MGET``) need every key in one hash slot,
-so ``ISSUER_REDIS_PREFIX`` must contain a hash tag (``{issuer}:``); :func:`parse` is where
-settings validation asks, and :func:`check_prefix` states the rule.
-
-URL parsing, the prefix rule and the blocking client are the verifier's
-(:mod:`issuer_verify.redis_conn`, re-exported here); this module adds the asyncio clients the
-server runs on.
+Pub/sub works on each topology: on a Cluster a classic ``PUBLISH`` reaches every node, so the
+subscriber holds one node connection (redis-py's :class:`~redis.asyncio.cluster.ClusterPubSub`)
+and reconnects through the slot map when that node goes. On a Cluster, multi-key commands (the
+denylist's ``MGET``) need every key in one hash slot, so ``ISSUER_REDIS_PREFIX`` must contain a
+hash tag (``{issuer}:``); :func:`parse` is where settings validation asks, and
+:func:`check_prefix` states the rule.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pytest
 
 import issuer_verify
 from tests import support
-from tests.verify.support import Issuer, register_client
+from tests.verify.support import Issuer
 
 ROOT = support.ROOT
 SERVER_STACK = ("litestar", "sqlalchemy", "sqlmodel", "asyncpg", "aiosqlite", "alembic", "argon2", "issuer")
@@ -162,14 +161,6 @@ with Verifier(issuer=issuer, audience=issuer, denylist=denylist) as verifier:
             break
         time.sleep(0.02)
 """
-
-
-@pytest.fixture
-def redis_issuer(server_env: dict[str, str], tmp_path: Path, redis_prefix: str) -> Iterator[Issuer]:
-    env = dict(server_env, ISSUER_REDIS_URL=support.REDIS_URL, ISSUER_REDIS_PREFIX=redis_prefix)
-    with support.running_server(env, tmp_path / "server.log") as server:
-        client_id, secret = register_client(server.env)
-        yield Issuer(server, "ES256", client_id, secret)
 
 
 def test_the_verifier_wheel_alone_verifies_a_live_token_with_and_without_the_denylist(

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from issuer_verify import wire
-from issuer_verify.wire import Entry, matches, parse_entry
+from issuer_verify.wire import KINDS, Entry, matches, parse_entry
 
 if TYPE_CHECKING:
     import redis
@@ -41,6 +41,19 @@ if TYPE_CHECKING:
 __all__ = ["Denylist", "FeedDenylist", "RedisDenylist"]
 
 log = logging.getLogger("issuer_verify")
+
+
+class _Tables:
+    """The entries by kind, each a dictionary value -> entry (replaced whole on prune)."""
+
+    __slots__ = KINDS
+
+    def __init__(self) -> None:
+        self.jti: dict[str, Entry] = {}
+        self.sid: dict[str, Entry] = {}
+        self.sub: dict[str, Entry] = {}
+        self.client: dict[str, Entry] = {}
+        self.kid: dict[str, Entry] = {}
 
 
 class Denylist:
@@ -58,7 +71,7 @@ class Denylist:
         self.max_staleness = max_staleness
         self.fail_open = fail_open
         self._clock = clock
-        self._entries: dict[tuple[str, str], Entry] = {}
+        self._t = _Tables()
         self._write = threading.Lock()
         self._fresh_until = -1.0 if max_staleness is not None else float("inf")
         self._ready = threading.Event()
@@ -72,20 +85,16 @@ class Denylist:
         """None when the token may pass; ``"revoked"``; or ``"denylist_stale"`` (fail closed)."""
         if self._clock() > self._fresh_until and not self.fail_open:
             return "denylist_stale"
-        entries = self._entries
-        if not entries:
-            return None
-        # A dictionary lookup per claim that can be listed; only a hit runs the rule. (Values
-        # that are not strings find nothing: every entry's value is a valid wire value.)
-        pairs: tuple[tuple[str, Any], ...] = (
-            ("jti", claims.get("jti")),
-            ("sid", claims.get("sid")),
-            ("kid", kid),
-            ("sub", claims.get("sub")),
-            ("client", claims.get("client_id")),
-        )
-        for pair in pairs:
-            entry = entries.get(pair)
+        t = self._t
+        # One dictionary lookup per claim that can be listed; only a hit runs the rule. (A claim
+        # that is not a string finds nothing: every entry's value is a valid wire value.)
+        for entry in (
+            t.jti.get(claims.get("jti")),  # type: ignore[arg-type]
+            t.sid.get(claims.get("sid")),  # type: ignore[arg-type]
+            t.kid.get(kid),
+            t.sub.get(claims.get("sub")),  # type: ignore[arg-type]
+            t.client.get(claims.get("client_id")),  # type: ignore[arg-type]
+        ):
             if entry is not None and matches(entry, claims, kid):
                 return "revoked"
         return None
@@ -98,7 +107,7 @@ class Denylist:
         changed = 0
         now = int(time.time())
         with self._write:
-            table = self._entries
+            t = self._t
             for raw in entries:
                 entry = parse_entry(raw)
                 if entry is None:
@@ -106,11 +115,11 @@ class Denylist:
                     continue
                 if entry.exp < now:
                     continue
-                key = (entry.kind, entry.value)
-                old = table.get(key)
+                table: dict[str, Entry] = getattr(t, entry.kind)
+                old = table.get(entry.value)
                 merged = entry if old is None else old.merge(entry)
                 if merged != old:
-                    table[key] = merged
+                    table[entry.value] = merged
                     changed += 1
         if changed:
             with self._changed:
@@ -122,7 +131,10 @@ class Denylist:
         """Forgets entries past their ``exp`` (copy-on-write, so readers never see a half state)."""
         now = int(time.time())
         with self._write:
-            self._entries = {key: entry for key, entry in self._entries.items() if entry.exp >= now}
+            fresh = _Tables()
+            for kind in KINDS:
+                setattr(fresh, kind, {v: e for v, e in getattr(self._t, kind).items() if e.exp >= now})
+            self._t = fresh
 
     def confirm(self) -> None:
         """The feed has just proved the copy current."""
@@ -131,7 +143,8 @@ class Denylist:
         self._ready.set()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        t = self._t
+        return sum(len(getattr(t, kind)) for kind in KINDS)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -3,7 +3,7 @@
 A key lives ``next`` (published, not signing) -> ``active`` (signing; one at a time) ->
 ``retired`` (published until every token it signed has expired) -> deleted; a compromised key
 goes ``revoked`` at once: out of the JWKS, its ``kid`` rejected by introspection and
-``issuer.verify`` until the last token it could have signed has expired (DESIGN.md, Keys).
+``issuer_verify`` until the last token it could have signed has expired (DESIGN.md, Keys).
 
 The promise behind the schedule: a verifier that caches the JWKS for its ``max-age`` never
 meets an unknown ``kid``. An instance sees a new ``next`` key within the reload interval (at
@@ -64,7 +64,7 @@ __all__ = [
 log = logging.getLogger("issuer.keys")
 
 #: Seconds added to the longest access-token lifetime before a retired key is dropped: the
-#: clock skew verifiers allow (``issuer.verify`` and PyJWT's ``leeway``) and more.
+#: clock skew verifiers allow (``issuer_verify`` and PyJWT's ``leeway``) and more.
 LEEWAY = 60
 #: ``pg_advisory_xact_lock`` key of the key ring (any constant; "KEYRING" in ASCII).
 _PG_LOCK = 0x4B4559_52494E47
@@ -349,12 +349,12 @@ def _forced(
                 f"key {step.kid} has been published for {published} s, less than the JWKS max-age plus "
                 f"reload interval ({schedule.min_published} s): verifiers that fetched the JWKS before "
                 f"it appeared, up to {schedule.min_published} s ago, see an unknown kid until they "
-                "refetch (issuer.verify and PyJWKClient refetch on an unknown kid)"
+                "refetch (issuer_verify and PyJWKClient refetch on an unknown kid)"
             )
         return [*due, Step("promote", step.kid, now, "forced by the operator")], later
     warnings.append(
         "a brand-new key signs from now on: every verifier whose cached JWKS predates it (up to "
-        f"{schedule.min_published} s) sees an unknown kid until it refetches (issuer.verify and "
+        f"{schedule.min_published} s) sees an unknown kid until it refetches (issuer_verify and "
         "PyJWKClient refetch on an unknown kid)"
     )
     return [*due, Step("create-active", None, now, "forced by the operator")], later
@@ -372,7 +372,7 @@ async def revoke(
 ) -> RevokeResult:
     """Emergency: ``kid`` leaves the JWKS now and is rejected until its tokens have expired.
 
-    First the ``kid`` goes on the denylist (kind ``kid``: introspection, ``issuer.verify`` and its
+    First the ``kid`` goes on the denylist (kind ``kid``: introspection, ``issuer_verify`` and its
     Redis/feed mirrors reject every token signed with it), then, in one transaction, the key
     becomes ``revoked`` and its ciphertext is wiped; when it was the active key, the ``next`` key
     (if any) or a fresh one becomes active. Denylisting first fails closed: if the second step
@@ -434,7 +434,7 @@ async def revoke(
                 new_active = await _insert(conn, material, settings.signing_alg, "active", now)
             warnings.append(
                 f"key {new_active} signs from now on; verifiers whose cached JWKS predates it see an "
-                "unknown kid until they refetch (issuer.verify and PyJWKClient refetch on an unknown kid)"
+                "unknown kid until they refetch (issuer_verify and PyJWKClient refetch on an unknown kid)"
             )
         await (audit or AuditStore()).record(
             conn, at=now, event="key.revoked", kid=kid, previous_state=key.state, new_active=new_active

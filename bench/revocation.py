@@ -7,8 +7,9 @@ key prefix of its own), then prints:
   ``--seconds``), each request a signature check plus one Redis ``MGET``;
 * revoke-to-reject latency over ``--revocations`` tokens: from sending ``POST /revoke`` to
   instance one until instance two's ``/introspect`` says ``active: false`` (median, p99, max),
-  and until a verifier's local copy (:class:`issuer.revocation.denylist.DenylistMirror`, fed by the Redis
-  channel) has the entry.
+  and until a resource server's verifier refuses the token: what a resource server runs,
+  :class:`issuer_verify.Verifier` with :class:`issuer_verify.RedisDenylist` (its local copy fed by
+  the Redis channel), polled every 0.5 ms.
 
     .venv/bin/python bench/revocation.py [--seconds 5] [--concurrency 8] [--revocations 100]
 
@@ -29,14 +30,15 @@ import time
 from pathlib import Path
 
 import httpx
-import jwt
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from issuer.revocation.denylist import DenylistMirror
 from issuer.store import migrations
+from issuer_verify import InvalidToken, RedisDenylist, Verifier
 from tests import support
+
+ISSUER_URL = "https://issuer.bench"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -85,19 +87,21 @@ async def revocation_latency(
     two: str,
     app: tuple[str, str],
     rs: tuple[str, str],
-    mirror: DenylistMirror,
+    verifier: Verifier,
     count: int,
 ) -> tuple[list[float], list[float], list[float]]:
     to_reject: list[float] = []
-    to_mirror: list[float] = []
+    to_verifier: list[float] = []
     revoke_call: list[float] = []
     for _ in range(count):
         access = await token(http, one, app)
-        claims = jwt.decode(access, options={"verify_signature": False})
-        kid = jwt.get_unverified_header(access)["kid"]
+        verifier.verify(access)
         first = await http.post(two + "/introspect", auth=rs, data={"token": access})
         assert first.json()["active"] is True
         started = time.perf_counter()
+        # The verifier is watched from the moment the revocation is sent, alongside the
+        # /introspect polling: neither measurement waits for the other.
+        watcher = asyncio.ensure_future(refused_after(verifier, access, started))
         response = await http.post(one + "/revoke", auth=app, data={"token": access})
         revoke_call.append(time.perf_counter() - started)
         assert response.status_code == 200
@@ -106,10 +110,25 @@ async def revocation_latency(
             if check.json()["active"] is False:
                 to_reject.append(time.perf_counter() - started)
                 break
-        while not mirror.is_revoked(claims, kid):
-            await asyncio.sleep(0.0005)
-        to_mirror.append(time.perf_counter() - started)
-    return revoke_call, to_reject, to_mirror
+        to_verifier.append(await asyncio.wait_for(watcher, 30))
+    return revoke_call, to_reject, to_verifier
+
+
+async def refused_after(verifier: Verifier, access: str, started: float) -> float:
+    """Seconds from ``started`` until ``verifier`` refuses ``access`` as revoked (polled every 0.5 ms)."""
+    while not refuses(verifier, access):
+        await asyncio.sleep(0.0005)
+    return time.perf_counter() - started
+
+
+def refuses(verifier: Verifier, access: str) -> bool:
+    try:
+        verifier.verify(access)
+    except InvalidToken as error:
+        if error.reason != "revoked":
+            raise
+        return True
+    return False
 
 
 def ms(value: float) -> str:
@@ -137,14 +156,14 @@ async def measure(
             f"/introspect (active tokens, Redis denylist): {rate:,.0f} requests/s "
             f"({args.concurrency} concurrent clients, {args.seconds:.0f} s, {errors} errors)"
         )
-        mirror = DenylistMirror(support.REDIS_URL, prefix)
-        await mirror.start()
-        try:
-            revoke_call, to_reject, to_mirror = await revocation_latency(
-                http, one, two, app, rs, mirror, args.revocations
+        jwks = (await http.get(two + "/.well-known/jwks.json")).json()
+        denylist = RedisDenylist(support.REDIS_URL, prefix=prefix)
+        with Verifier(issuer=ISSUER_URL, audience=ISSUER_URL, jwks=jwks, denylist=denylist) as verifier:
+            if not denylist.wait_ready(30):
+                raise RuntimeError("the verifier's denylist copy never loaded")
+            revoke_call, to_reject, to_verifier = await revocation_latency(
+                http, one, two, app, rs, verifier, args.revocations
             )
-        finally:
-            await mirror.close()
     n = len(to_reject)
     print(
         f"POST /revoke on instance one, {n} revocations: median {ms(statistics.median(revoke_call))}, "
@@ -155,8 +174,9 @@ async def measure(
         f"p99 {ms(percentile(to_reject, 0.99))}, max {ms(max(to_reject))}"
     )
     print(
-        f"revoke -> verifier's local copy (Redis channel) has it: median {ms(statistics.median(to_mirror))}, "
-        f"p99 {ms(percentile(to_mirror, 0.99))}, max {ms(max(to_mirror))}"
+        "revoke -> a resource server's Verifier (RedisDenylist, Redis channel) refuses it: "
+        f"median {ms(statistics.median(to_verifier))}, p99 {ms(percentile(to_verifier, 0.99))}, "
+        f"max {ms(max(to_verifier))}"
     )
 
 
@@ -178,7 +198,7 @@ def main() -> None:
                 Path(tmp) / "keys",
                 ISSUER_REDIS_URL=support.REDIS_URL,
                 ISSUER_REDIS_PREFIX=prefix,
-                ISSUER_URL="https://issuer.bench",
+                ISSUER_URL=ISSUER_URL,
                 ISSUER_KEY_ENCRYPTION_KEY=support.test_key(),
                 ISSUER_HMAC_KEY=support.test_key(),
             )

@@ -1,4 +1,4 @@
-"""Verifications per second per core, per algorithm: issuer.verify with and without the denylist
+"""Verifications per second per core, per algorithm: issuer_verify with and without the denylist
 check, next to PyJWT with a preloaded key and raw ``cryptography`` signature verification.
 
     taskset -c 0 .venv/bin/python bench/verify.py [--seconds 2] [--denylist-size 10000]
@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from issuer.keys.ring import public_jwk
-from issuer.verify import Verifier
-from issuer.verify_denylist import Denylist
+from issuer_verify import Verifier
+from issuer_verify.denylist import Denylist
 
 ISSUER = "https://issuer.example"
 AUDIENCE = "https://api.example"
@@ -126,8 +126,8 @@ def main() -> None:
 
     print(f"verifications/s on one core (best of 5 interleaved rounds; denylist: {len(denylist)} entries)\n")
     print(
-        "| alg | raw cryptography verify | issuer.verify | issuer.verify + denylist "
-        "| PyJWT decode (preloaded key) | issuer.verify / raw |"
+        "| alg | raw cryptography verify | issuer_verify | issuer_verify + denylist "
+        "| PyJWT decode (preloaded key) | issuer_verify / raw |"
     )
     print("|---|---|---|---|---|---|")
     for alg, raw, lean, with_denylist, pyjwt_rate in rows:

@@ -18,9 +18,9 @@ from typing import Annotated, Any
 from litestar import Litestar, Request, get, post
 from litestar.params import Body
 
-from issuer.verify import Verifier
-from issuer.verify_denylist import Denylist, FeedDenylist, RedisDenylist
-from issuer.verify_litestar import BearerAuth
+from issuer_verify import Verifier
+from issuer_verify.denylist import Denylist, FeedDenylist, RedisDenylist
+from issuer_verify.litestar import BearerAuth
 
 
 def denylist_from(env: Mapping[str, str], issuer: str) -> Denylist | None:

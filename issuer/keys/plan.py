@@ -27,7 +27,7 @@ from issuer.settings import Settings, jwks_max_age
 __all__ = ["LEEWAY", "STATES", "KeyInfo", "Schedule", "Step", "forced", "plan"]
 
 #: Seconds added to the longest access-token lifetime before a retired key is dropped: the
-#: clock skew verifiers allow (``issuer.verify`` and PyJWT's ``leeway``) and more.
+#: clock skew verifiers allow (``issuer_verify`` and PyJWT's ``leeway``) and more.
 LEEWAY = 60
 STATES = ("next", "active", "retired", "revoked")
 
@@ -168,12 +168,12 @@ def forced(
                 f"key {step.kid} has been published for {published} s, less than the JWKS max-age plus "
                 f"reload interval ({schedule.min_published} s): verifiers that fetched the JWKS before "
                 f"it appeared, up to {schedule.min_published} s ago, see an unknown kid until they "
-                "refetch (issuer.verify and PyJWKClient refetch on an unknown kid)"
+                "refetch (issuer_verify and PyJWKClient refetch on an unknown kid)"
             )
         return [*due, Step("promote", step.kid, now, "forced by the operator")], later
     warnings.append(
         "a brand-new key signs from now on: every verifier whose cached JWKS predates it (up to "
-        f"{schedule.min_published} s) sees an unknown kid until it refetches (issuer.verify and "
+        f"{schedule.min_published} s) sees an unknown kid until it refetches (issuer_verify and "
         "PyJWKClient refetch on an unknown kid)"
     )
     return [*due, Step("create-active", None, now, "forced by the operator")], later

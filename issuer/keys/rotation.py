@@ -154,7 +154,7 @@ async def revoke(
 ) -> RevokeResult:
     """Emergency: ``kid`` leaves the JWKS now and is rejected until its tokens have expired.
 
-    First the ``kid`` goes on the denylist (kind ``kid``: introspection, ``issuer.verify`` and its
+    First the ``kid`` goes on the denylist (kind ``kid``: introspection, ``issuer_verify`` and its
     Redis/feed mirrors reject every token signed with it), then, in one transaction, the key
     becomes ``revoked`` and its ciphertext is wiped; when it was the active key, the ``next`` key
     (if any) or a fresh one becomes active. Denylisting first fails closed: if the second step
@@ -208,7 +208,7 @@ async def revoke(
                 new_active = await _insert(conn, material, settings.signing_alg, "active", now)
             warnings.append(
                 f"key {new_active} signs from now on; verifiers whose cached JWKS predates it see an "
-                "unknown kid until they refetch (issuer.verify and PyJWKClient refetch on an unknown kid)"
+                "unknown kid until they refetch (issuer_verify and PyJWKClient refetch on an unknown kid)"
             )
         await (audit or AuditStore()).record(
             conn, at=now, event="key.revoked", kid=kid, previous_state=key.state, new_active=new_active

@@ -2,33 +2,16 @@
 
 Access tokens are verified without a lookup, so revoking one means listing it here until it
 would have expired anyway. This module is the one place that writes and reads that list; it
-knows nothing of HTTP. The wire format below is shared with resource-server verifiers
-(:mod:`issuer.verify`) and is a contract: change it only with a new prefix.
+knows nothing of HTTP. The wire format is shared with resource-server verifiers
+(:mod:`issuer_verify.wire`) and is a contract: change it only with a new prefix.
 
 Entries
 -------
 
-An entry is the JSON object ``{"kind": K, "value": V, "at": AT, "exp": EXP}``:
-
-* ``at``: integer Unix seconds of the revocation;
-* ``exp``: integer Unix seconds when the entry may be forgotten: the longest time a matching
-  token can still be valid, plus ``ISSUER_DENYLIST_LEEWAY`` (default 60 s).
-
-A token (its claims, and the ``kid`` of its JWS header) is revoked when any entry matches:
-
-=========  ==========================================================================
-kind       matches when
-=========  ==========================================================================
-``jti``    ``value == claims.jti`` (one access token)
-``sid``    ``value == claims.sid`` (every access token of one refresh family: one login)
-``sub``    ``value == claims.sub`` and ``claims.iat <= at`` (log out everywhere)
-``client`` ``value == claims.client_id`` and ``claims.iat <= at`` (a compromised client)
-``kid``    ``value ==`` the JWS header ``kid`` (every token signed by a revoked key)
-=========  ==========================================================================
-
-``iat <= at`` fails closed within the revocation second: a token issued in the same second
-as a log-out-everywhere is revoked too (a new login must wait for the next second). A token
-without ``iat`` matches every ``sub``/``client`` entry of its subject/client.
+An entry is ``{"kind", "value", "at", "exp"}``; the kinds, their matching rules, parsing and
+the Redis key layout are the wire format, defined once in :mod:`issuer_verify.wire` (the
+verifier's package: resource servers read what this module writes). Here ``exp`` is the longest
+time a matching token can still be valid plus ``ISSUER_DENYLIST_LEEWAY`` (default 60 s).
 
 Where entries live
 ------------------
@@ -84,27 +67,25 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from issuer.errors import TemporarilyUnavailable
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.denylist import DenylistStore
+from issuer_verify import wire
+from issuer_verify.wire import KINDS, Entry, candidate_keys, matches
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-__all__ = ["KINDS", "Denylist", "DenylistMirror", "Entry", "matches"]
+__all__ = ["Denylist"]
 
 log = logging.getLogger("issuer.revocation.denylist")
 
-KINDS = ("jti", "sid", "sub", "client", "kid")
-_VALUE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,200}")  # printable ASCII, no quote/backslash/space
 CACHE_REFRESH = 1.0  # seconds: the in-process copy (no Redis) is never older than this
 SYNC_INTERVAL = 1.0  # seconds between the background database -> Redis reconciliations
 PRUNE_INTERVAL = 60.0
@@ -131,73 +112,6 @@ local json = string.format('{"kind":%s,"value":%s,"at":%d,"exp":%d}',
 redis.call('SET', KEYS[1], json, 'EX', exp - now)
 return json
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    kind: str
-    value: str
-    at: int
-    exp: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value, "at": self.at, "exp": self.exp}
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Entry:
-        kind, value, at, exp = data.get("kind"), data.get("value"), data.get("at"), data.get("exp")
-        if kind not in KINDS or not isinstance(value, str) or not _VALUE.fullmatch(value):
-            raise ValueError("not a denylist entry")
-        if (
-            not isinstance(at, int)
-            or not isinstance(exp, int)
-            or isinstance(at, bool)
-            or isinstance(exp, bool)
-        ):
-            raise ValueError("not a denylist entry: at/exp must be integers")
-        return cls(kind, value, at, exp)
-
-    def merge(self, other: Entry) -> Entry:
-        """The same key revoked twice: the later ``at`` covers more, the later ``exp`` lasts longer."""
-        return Entry(self.kind, self.value, max(self.at, other.at), max(self.exp, other.exp))
-
-
-def matches(entry: Entry, claims: Mapping[str, Any], header_kid: str | None) -> bool:
-    """The matching rule of the module docstring, for one entry."""
-    kind = entry.kind
-    if kind == "jti":
-        return claims.get("jti") == entry.value
-    if kind == "sid":
-        return claims.get("sid") == entry.value
-    if kind == "kid":
-        return header_kid is not None and header_kid == entry.value
-    if kind in ("sub", "client"):
-        if claims.get("sub" if kind == "sub" else "client_id") != entry.value:
-            return False
-        iat = claims.get("iat")
-        if not isinstance(iat, int | float) or isinstance(iat, bool):
-            return True  # no usable iat: fail closed
-        return iat <= entry.at  # same second as the revocation: revoked too
-    return False
-
-
-def candidate_keys(claims: Mapping[str, Any], header_kid: str | None) -> list[tuple[str, str]]:
-    """The (kind, value) pairs that could hold an entry matching these claims."""
-    pairs = [
-        ("jti", claims.get("jti")),
-        ("sid", claims.get("sid")),
-        ("sub", claims.get("sub")),
-        ("client", claims.get("client_id")),
-        ("kid", header_kid),
-    ]
-    return [(kind, value) for kind, value in pairs if isinstance(value, str) and _VALUE.fullmatch(value)]
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _redis_client(url: str) -> aioredis.Redis:
@@ -251,8 +165,8 @@ class Denylist:
         self.audit = audit or AuditStore()
         self.store = store or DenylistStore()
         self.clock = clock
-        self.channel = f"{prefix}denylist"
-        self.marker = f"{prefix}deny:loaded"
+        self.channel = wire.channel(prefix)
+        self.marker = wire.loaded_marker(prefix)
         self.redis: aioredis.Redis | None = _redis_client(redis_url) if redis_url else None
         self._errors = _redis_errors()
         self._merge: Any = self.redis.register_script(_MERGE) if self.redis is not None else None
@@ -278,7 +192,7 @@ class Denylist:
     # ------------------------------------------------------------------ lifecycle
 
     def key(self, kind: str, value: str) -> str:
-        return f"{self.prefix}deny:{kind}:{value}"
+        return wire.entry_key(self.prefix, kind, value)
 
     async def start(self, *, background: bool = True) -> None:
         """Warm the copy; with ``background``, reconcile Redis every second and prune every minute."""
@@ -363,7 +277,7 @@ class Denylist:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown denylist kind {kind!r}")
-        if not _VALUE.fullmatch(value):
+        if not wire.valid_value(value):
             raise ValueError("denylist values are 1-200 printable ASCII characters without quotes")
         entry = Entry(kind, value, int(at), int(exp) + self.leeway)
         now = int(self.clock())
@@ -582,7 +496,7 @@ class Denylist:
                         )
                     await pipe.execute()
             await self.redis.set(self.marker, str(now))
-            await self.redis.publish(self.channel, json.dumps({"kind": "reset"}))
+            await self.redis.publish(self.channel, json.dumps(wire.RESET))
             self._synced_id = max([self._synced_id, *(row.id for row in rows)])
             self._note_kids(rows)
             self._dirty = False
@@ -607,101 +521,3 @@ class Denylist:
             return entries, int(rows[-1].id)
         settled = [int(row.id) for row in rows if row.created_at < now - OVERLAP]
         return entries, max([since, *settled])
-
-
-class DenylistMirror:
-    """A local copy of the Redis denylist kept current through the channel: what a verifier does.
-
-    ``start`` subscribes first and then loads every key, so no entry published in between is
-    missed; a ``reset`` message (or a reconnection) merges every key again. :meth:`is_revoked` is
-    a dictionary lookup.
-    """
-
-    def __init__(self, redis_url: str, prefix: str = "issuer:") -> None:
-        self.redis = _redis_client(redis_url)
-        self.prefix = prefix
-        self.channel = f"{prefix}denylist"
-        self.entries: dict[tuple[str, str], Entry] = {}
-        self.received = 0
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self._changed = asyncio.Condition()
-
-    async def start(self) -> None:
-        self._task = asyncio.ensure_future(self._listen())
-        await self._ready.wait()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self.redis.aclose()
-
-    async def _load(self) -> None:
-        """Merge every key into the copy. The copy only grows (and forgets by ``exp``): a Redis
-        that is flushed and not yet rebuilt can never un-revoke a token here."""
-        now = time.time()
-        found = {key: entry for key, entry in self.entries.items() if entry.exp > now}
-        pattern = _glob_escape(f"{self.prefix}deny:") + "*"
-        keys = [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
-        keys = [key for key in keys if key != f"{self.prefix}deny:loaded"]
-        for start in range(0, len(keys), 1000):
-            for raw in await self.redis.mget(keys[start : start + 1000]):
-                if raw is not None:
-                    entry = Entry.from_json(json.loads(raw))
-                    known = found.get((entry.kind, entry.value))
-                    found[(entry.kind, entry.value)] = entry if known is None else known.merge(entry)
-        self.entries = found
-
-    def _apply(self, raw: str) -> None:
-        data = json.loads(raw)
-        if data.get("kind") == "reset":
-            return
-        entry = Entry.from_json(data)
-        known = self.entries.get((entry.kind, entry.value))
-        self.entries[(entry.kind, entry.value)] = entry if known is None else known.merge(entry)
-
-    async def _listen(self) -> None:
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                await self._load()
-                self._ready.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    if json.loads(message["data"]).get("kind") == "reset":
-                        await self._load()
-                    else:
-                        self._apply(message["data"])
-                    self.received += 1
-                    async with self._changed:
-                        self._changed.notify_all()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("denylist mirror lost Redis (%s); reconnecting", type(error).__name__)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
-        """Wait until ``predicate()`` holds after a message, or ``within`` seconds."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(predicate), within)
-            except TimeoutError:
-                return predicate()
-        return True
-
-    def is_revoked(self, claims: Mapping[str, Any], header_kid: str | None = None) -> bool:
-        now = time.time()
-        for pair in candidate_keys(claims, header_kid):
-            entry = self.entries.get(pair)
-            if entry is not None and entry.exp > now and matches(entry, claims, header_kid):
-                return True
-        return False

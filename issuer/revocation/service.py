@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.clients import ClientDirectory, ClientRecord
@@ -31,6 +30,7 @@ from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.refresh import FamilyStore, RefreshLookup, StoredFamily
 from issuer.tokens import RefreshTokens
+from issuer_verify.core import InvalidToken, VerificationKey, decode, expired, load_jwks
 
 __all__ = ["AccessTokenView", "Revocation", "SessionsRevoked"]
 
@@ -81,60 +81,47 @@ class Revocation:
         self.audit = audit
         self.clock = clock
         self.clock_skew = clock_skew  # seconds other instances' clocks may be ahead of ours
-        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys: dict[str, VerificationKey] = {}
         self._keys_etag: str | None = None
         self.unknown_kids = 0  # tokens whose kid is not in the JWKS (a metric)
 
     # ------------------------------------------------------------------ reading tokens
 
-    def _published_keys(self) -> dict[str, jwt.PyJWK]:
+    def _published_keys(self) -> dict[str, VerificationKey]:
         if self._keys_etag != self.keyring.jwks_etag:
-            keys: dict[str, jwt.PyJWK] = {}
-            for jwk in self.keyring.jwks.get("keys", []):
-                try:
-                    keys[jwk["kid"]] = jwt.PyJWK(jwk)
-                except (jwt.PyJWTError, KeyError, ValueError):
-                    continue
-            self._keys, self._keys_etag = keys, self.keyring.jwks_etag
+            self._keys, self._keys_etag = load_jwks(self.keyring.jwks), self.keyring.jwks_etag
         return self._keys
 
     def read_access_token(self, token: str) -> AccessTokenView | None:
-        """Our access token (signed by a published, unrevoked key of the ring), or None."""
-        if token.count(".") != 2 or len(token) > 8192:
-            return None
+        """Our access token (signed by a published, unrevoked key of the ring), or None.
+
+        The verifier's own rules decide (:func:`issuer_verify.core.decode`: shape, ``typ``, the
+        key's algorithm, signature, ``iss``, required claims), against the ring's JWKS and with
+        no audience: any of our tokens may be introspected or revoked. Expiry is the caller's
+        (:meth:`expired`): revocation acts on expired tokens too. ``iat`` may be ahead of our
+        clock by ``clock_skew`` (minted by an instance whose clock is ahead)."""
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            return None
-        kid = header.get("kid")
-        if not isinstance(kid, str) or header.get("typ") != "at+jwt" or self.keyring.is_revoked(kid):
-            return None
-        key = self._published_keys().get(kid)
-        if key is None:
-            self.unknown_kids += 1
-        if key is None or key.algorithm_name != header.get("alg"):
-            return None
-        try:
-            claims = jwt.decode(
+            kid, claims = decode(
                 token,
-                key.key,
-                algorithms=[key.algorithm_name],
+                self._published_keys(),
                 issuer=self.issuer,
-                options={
-                    "verify_exp": False,  # judged by the caller: revoke ignores, introspect says inactive
-                    "verify_iat": False,  # below, by our clock: minted by an instance whose clock is ahead
-                    "verify_aud": False,
-                    "require": ["exp", "iat", "jti", "sub", "client_id"],
-                },
+                audiences=None,
+                now=self.clock(),
+                leeway=self.clock_skew,
+                check_expiry=False,
             )
-        except jwt.PyJWTError:
+        except InvalidToken as error:
+            if error.reason == "unknown_key":
+                self.unknown_kids += 1
             return None
-        if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
-            return None
-        iat = claims.get("iat")
-        if not isinstance(iat, int) or isinstance(iat, bool) or iat > self.clock() + self.clock_skew:
+        if self.keyring.is_revoked(kid):
             return None
         return AccessTokenView(claims, kid)
+
+    @staticmethod
+    def expired(view: AccessTokenView, now: float) -> bool:
+        """Whether the token has expired at ``now`` (no leeway: the issuer's own clock)."""
+        return expired(view.claims["exp"], now, 0)
 
     async def _refresh_row(self, token: str) -> RefreshLookup | None:
         if not self.refresh_tokens.well_formed(token):
@@ -165,7 +152,7 @@ class Revocation:
 
     async def _introspect_access(self, view: AccessTokenView, now: int) -> dict[str, Any]:
         claims = view.claims
-        if claims["exp"] <= now or await self.denylist.is_revoked(claims, view.kid):
+        if self.expired(view, now) or await self.denylist.is_revoked(claims, view.kid):
             return {"active": False}
         body: dict[str, Any] = {"active": True, "token_type": "Bearer"}
         for name in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti"):
@@ -264,7 +251,7 @@ class Revocation:
         if claims.get("client_id") != client.client_id:
             return await self._refuse_foreign(client, str(claims.get("client_id")), "access_token", address)
         now = int(self.clock())
-        if claims["exp"] <= now:
+        if self.expired(view, now):
             return "expired"
         await self.denylist.add(
             "jti",

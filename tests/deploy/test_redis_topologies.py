@@ -2,8 +2,8 @@
 
 The URL forms parse strictly (and settings refuse bad ones without echoing a password); then the
 whole revocation path runs on a real Sentinel setup (through a failover) and a real three-master
-Cluster (through a FLUSHALL): two issuer instances, /revoke on one, /introspect on the other, the
-issuer's own mirror and the resource servers' verifier copy fed by pub/sub, /readyz.
+Cluster (through a FLUSHALL): two issuer instances, /revoke on one, /introspect on the other, a
+resource server's denylist copy (issuer_verify's ``RedisDenylist``) fed by pub/sub, /readyz.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import jwt
 import pytest
 
 from issuer import redis_conn
-from issuer.revocation.denylist import DenylistMirror
 from issuer.settings import SettingsError, load
-from issuer.verify_denylist import RedisDenylist
+from issuer_verify.denylist import RedisDenylist
 from tests import support
 from tests.deploy.topologies import SERVICE, cluster_setup, sentinel_setup
 from tests.revocation.support import Deployment, active, login, refresh, revoke, until
@@ -140,7 +139,7 @@ def _introspect_active(url: str, client: Any, token: str) -> bool | None:
 
 
 async def _revocation_path(deployment: Deployment, redis_url: str, prefix: str) -> tuple[Any, ...]:
-    """Two instances on this Redis: revoke on one, rejected on the other, mirrors follow."""
+    """Two instances on this Redis: revoke on one, rejected on the other, the verifier's copy follows."""
     app = deployment.client("app", "password", "refresh_token")
     rs = deployment.client("rs", "client_credentials", introspect=True)
     deployment.user("alice")
@@ -150,8 +149,6 @@ async def _revocation_path(deployment: Deployment, redis_url: str, prefix: str) 
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["redis"] == "ok"
 
-    mirror = DenylistMirror(redis_url, prefix)
-    await mirror.start()
     verifier_copy = RedisDenylist(redis_url, prefix=prefix, heartbeat=0.2, reconnect_delay=0.1)
     verifier_copy.start()
     try:
@@ -162,22 +159,18 @@ async def _revocation_path(deployment: Deployment, redis_url: str, prefix: str) 
         assert revoke(one.url, app, tokens["refresh_token"]).status_code == 200
         assert not active(two.url, rs, tokens["access_token"])  # the family's sid, through Redis
         assert refresh(two.url, app, tokens["refresh_token"]).json()["error"] == "invalid_grant"
-        assert await mirror.wait_for(lambda: mirror.is_revoked(claims, kid), 10)
         assert until(lambda: verifier_copy.check(kid, claims) == "revoked")
     except BaseException:
-        await mirror.close()
         verifier_copy.close()
         raise
-    return app, rs, one, two, mirror, verifier_copy, tokens
+    return app, rs, one, two, verifier_copy, tokens
 
 
 async def test_sentinel_revocation_survives_a_failover(make_deployment: Any, tmp_path: Path) -> None:
     with sentinel_setup(tmp_path) as setup:
         prefix = "issuer-sentinel:"
         deployment = make_deployment(setup.url, prefix)
-        app, rs, one, two, mirror, verifier_copy, revoked = await _revocation_path(
-            deployment, setup.url, prefix
-        )
+        app, rs, one, two, verifier_copy, revoked = await _revocation_path(deployment, setup.url, prefix)
         try:
             live = login(two.url, app)
             first_master = setup.master()
@@ -186,7 +179,7 @@ async def test_sentinel_revocation_survives_a_failover(make_deployment: Any, tmp
             # the old revocation is still in force through the new master, on both instances
             for server in (one, two):
                 assert until(lambda s=server: _introspect_active(s.url, rs, revoked["access_token"]) is False)
-            # a new revocation after the failover reaches the other instance and both copies
+            # a new revocation after the failover reaches the other instance and the verifier's copy
             claims, kid = _claims(live["access_token"])
             assert until(lambda: revoke(two.url, app, live["refresh_token"]).status_code == 200)
             # Until Sentinel has demoted the old master (seconds after the promotion), the two
@@ -194,11 +187,9 @@ async def test_sentinel_revocation_survives_a_failover(make_deployment: Any, tmp
             # reaches the other's through the database, by the one-second reconciliation (README,
             # Deployment). Bounded, not instant: within a few seconds, never "still active" after.
             assert until(lambda: _introspect_active(one.url, rs, live["access_token"]) is False, hang_guard=5)
-            assert await mirror.wait_for(lambda: mirror.is_revoked(claims, kid), 15)
             assert until(lambda: verifier_copy.check(kid, claims) == "revoked")
             assert httpx.get(one.url + "/readyz").status_code == 200
         finally:
-            await mirror.close()
             verifier_copy.close()
         assert SERVICE in setup.url
 
@@ -207,22 +198,18 @@ async def test_cluster_revocation_and_rebuild_after_flushall(make_deployment: An
     with cluster_setup(tmp_path) as setup:
         prefix = "{issuer-test}:"
         deployment = make_deployment(setup.url, prefix)
-        app, rs, one, two, mirror, verifier_copy, revoked = await _revocation_path(
-            deployment, setup.url, prefix
-        )
+        app, rs, one, two, verifier_copy, revoked = await _revocation_path(deployment, setup.url, prefix)
         try:
             # Redis Cluster loses everything: the revocation is rebuilt from the database at once
             setup.flushall()
             assert _introspect_active(two.url, rs, revoked["access_token"]) is False
-            # and the channel still carries news to both copies
+            # and the channel still carries news to the verifier's copy
             live = login(two.url, app)
             claims, kid = _claims(live["access_token"])
             assert revoke(two.url, app, live["access_token"]).status_code == 200
             assert _introspect_active(one.url, rs, live["access_token"]) is False
-            assert await mirror.wait_for(lambda: mirror.is_revoked(claims, kid), 15)
             assert until(lambda: verifier_copy.check(kid, claims) == "revoked")
         finally:
-            await mirror.close()
             verifier_copy.close()
 
 

@@ -26,7 +26,7 @@ from issuer.errors import InvalidClient, InvalidRequest
 from issuer.http.edge import parse_basic
 from issuer.http.forms import parse_form
 from issuer.tokens import RefreshTokens
-from issuer.verify import InvalidToken, Verifier
+from issuer_verify import InvalidToken, Verifier
 
 __all__ = ["TARGETS"]
 

@@ -102,7 +102,7 @@ def check_node_jose(any_issuer: Issuer) -> None:
 
 
 def check_issuer_verify(any_issuer: Issuer) -> None:
-    from issuer.verify import Verifier
+    from issuer_verify import Verifier
 
     with Verifier(issuer=any_issuer.url, audience=any_issuer.url) as verifier:
         assert verifier.verify(any_issuer.token("notes:read"))["scope"] == "notes:read"

@@ -222,8 +222,8 @@ def test_two_servers_pick_up_a_rotation_done_by_the_script(
 def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
     pg_url: str, tmp_path: Path, key_env: dict[str, str], redis_prefix: str
 ) -> None:
-    from issuer.verify import InvalidToken, Verifier
-    from issuer.verify_denylist import RedisDenylist
+    from issuer_verify import InvalidToken, Verifier
+    from issuer_verify.denylist import RedisDenylist
 
     env = support.issuer_env(
         pg_url,
@@ -289,7 +289,7 @@ def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
                     verifier.verify(old)
                 except InvalidToken:
                     break
-                assert time.monotonic() < deadline, "issuer.verify kept accepting a revoked key's token"
+                assert time.monotonic() < deadline, "issuer_verify kept accepting a revoked key's token"
                 time.sleep(0.05)
             deadline = time.monotonic() + 5  # announced over Redis: the server reloads at once
             while compromised in {k["kid"] for k in httpx.get(server.url + JWKS).json()["keys"]}:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import redis
 
+from issuer_verify.denylist import RedisDenylist
 from tests import support
 
 PASSWORD = "correct horse battery staple"
@@ -113,6 +115,25 @@ def until(predicate: Any, hang_guard: float = 15.0, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+@contextlib.contextmanager
+def resource_server_copy(redis_url: str, prefix: str) -> Iterator[RedisDenylist]:
+    """What a resource server runs: issuer_verify's denylist copy fed by the issuer's Redis,
+    started and fully loaded (its reconnection made quick for the tests)."""
+    copy = RedisDenylist(redis_url, prefix=prefix, heartbeat=0.2, reconnect_delay=0.1)
+    copy.start()
+    try:
+        assert copy.wait_ready(15), "the denylist copy never loaded"
+        yield copy
+    finally:
+        copy.close()
+
+
+def refused(copy: RedisDenylist, token: str) -> bool:
+    """Whether the copy refuses ``token`` as revoked (the check a verifier runs on it)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return copy.check(jwt.get_unverified_header(token)["kid"], claims) == "revoked"
 
 
 class RedisServer:

@@ -13,10 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from issuer.errors import TemporarilyUnavailable
-from issuer.revocation.denylist import KINDS, Denylist, DenylistMirror, Entry, matches
+from issuer.revocation.denylist import Denylist
 from issuer.store.database import Database
+from issuer_verify.wire import KINDS, Entry, matches
 from tests import support
-from tests.revocation.support import redis_server
+from tests.revocation.support import redis_server, resource_server_copy, until
 
 NOW = int(time.time())  # refreshed before every test (the suite can run longer than an entry lives)
 
@@ -287,19 +288,20 @@ async def test_a_write_redis_missed_is_pushed_by_reconciliation(
     assert await redis_client.get(f"{redis_prefix}deny:jti:j-missed") is not None
 
 
-async def test_mirror_follows_the_channel(pair: Callable[..., Denylist], redis_prefix: str) -> None:
+async def test_a_resource_servers_copy_follows_the_channel(
+    pair: Callable[..., Denylist], redis_prefix: str
+) -> None:
+    """What the server writes, the verifier's RedisDenylist reads: keys at start, then the channel."""
     denylist = pair()
     await denylist.start(background=False)
     await denylist.add("jti", "before", NOW, NOW + 60, reason="test")
-    mirror = DenylistMirror(support.REDIS_URL, redis_prefix)
-    await mirror.start()
-    try:
-        assert mirror.is_revoked({"jti": "before"})  # loaded at start
+    with resource_server_copy(support.REDIS_URL, redis_prefix) as copy:
+        assert copy.check("k", {"jti": "before"}) == "revoked"  # loaded at start
+        version = copy.version
         await denylist.add("sub", "usr_m", NOW, NOW + 60, reason="test")
-        assert await mirror.wait_for(lambda: mirror.is_revoked({"sub": "usr_m", "iat": NOW}), 10)
-        assert not mirror.is_revoked({"sub": "usr_m", "iat": NOW + 1})
-    finally:
-        await mirror.close()
+        assert copy.wait_for_version(version, 15)
+        assert copy.check("k", {"sub": "usr_m", "iat": NOW}) == "revoked"
+        assert copy.check("k", {"sub": "usr_m", "iat": NOW + 1}) is None
 
 
 async def test_unreachable_redis_fails_closed(pg_url: str, tmp_path: Path) -> None:
@@ -357,22 +359,18 @@ def test_kinds_are_the_documented_ones() -> None:
     assert KINDS == ("jti", "sid", "sub", "client", "kid")
 
 
-async def test_mirror_never_forgets_on_a_reset_from_an_empty_redis(
+async def test_a_resource_servers_copy_never_forgets_on_a_reset_from_an_empty_redis(
     pair: Callable[..., Denylist], redis_prefix: str, redis_client: aioredis.Redis
 ) -> None:
     """A reset (or reconnection) while Redis is still empty must not un-revoke anything."""
     denylist = pair()
     await denylist.start(background=False)
     await denylist.add("jti", "kept", NOW, NOW + 60, reason="test")
-    mirror = DenylistMirror(support.REDIS_URL, redis_prefix)
-    await mirror.start()
-    try:
-        assert mirror.is_revoked({"jti": "kept"})
+    with resource_server_copy(support.REDIS_URL, redis_prefix) as copy:
+        assert copy.check("k", {"jti": "kept"}) == "revoked"
         keys = [key async for key in redis_client.scan_iter(match=f"{redis_prefix}*")]
         await redis_client.delete(*keys)
-        seen = mirror.received
+        loads = copy.loads
         await redis_client.publish(f"{redis_prefix}denylist", json.dumps({"kind": "reset"}))
-        assert await mirror.wait_for(lambda: mirror.received > seen, 10)
-        assert mirror.is_revoked({"jti": "kept"})
-    finally:
-        await mirror.close()
+        assert until(lambda: copy.loads > loads)  # the reset made it load every key again
+        assert copy.check("k", {"jti": "kept"}) == "revoked"

@@ -30,3 +30,12 @@ def any_issuer(
 ) -> Iterator[Issuer]:
     """A running issuer per supported signing algorithm."""
     yield from start_issuer(server_env, tmp_path, request.param)
+
+
+@pytest.fixture
+def redis_issuer(server_env: dict[str, str], tmp_path: Path, redis_prefix: str) -> Iterator[Issuer]:
+    """A running issuer (ES256) with its denylist in Redis under this test's prefix."""
+    env = dict(server_env, ISSUER_REDIS_URL=support.REDIS_URL, ISSUER_REDIS_PREFIX=redis_prefix)
+    with support.running_server(env, tmp_path / "server.log") as server:
+        client_id, secret = register_client(server.env)
+        yield Issuer(server, "ES256", client_id, secret)

@@ -18,8 +18,9 @@ import httpx
 import pytest
 import redis
 
-from issuer.verify import InvalidToken, Verifier
-from issuer.verify_denylist import Denylist, FeedDenylist, RedisDenylist, parse_entry
+from issuer_verify import InvalidToken, Verifier
+from issuer_verify.denylist import Denylist, FeedDenylist, RedisDenylist
+from issuer_verify.wire import parse_entry
 from tests import support
 from tests.verify.support import Issuer, register_client
 
@@ -257,14 +258,6 @@ def test_fails_closed_while_redis_is_down_and_recovers_when_it_is_back(own_redis
 
 
 # ---------------------------------------------------------------- against a running issuer
-
-
-@pytest.fixture
-def redis_issuer(server_env: dict[str, str], tmp_path: Path, redis_prefix: str) -> Iterator[Issuer]:
-    env = dict(server_env, ISSUER_REDIS_URL=support.REDIS_URL, ISSUER_REDIS_PREFIX=redis_prefix)
-    with support.running_server(env, tmp_path / "server.log") as server:
-        client_id, secret = register_client(server.env)
-        yield Issuer(server, "ES256", client_id, secret)
 
 
 def _revoke(issuer: Issuer, token: str) -> None:

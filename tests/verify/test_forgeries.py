@@ -1,4 +1,4 @@
-"""The forgery corpus: every case is rejected by issuer.verify with the reason that names it,
+"""The forgery corpus: every case is rejected by issuer_verify with the reason that names it,
 and (where the issuer has /introspect) is inactive there too. Tokens that must carry a valid
 signature to reach the check under test are signed with the issuer's real key."""
 
@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from issuer.keys.ring import public_jwk
-from issuer.verify import InvalidToken, Verifier
-from issuer.verify_denylist import RedisDenylist
+from issuer_verify import InvalidToken, Verifier
+from issuer_verify.denylist import RedisDenylist
 from tests import support
 from tests.verify.support import Counting, Issuer, counting_server, register_client
 

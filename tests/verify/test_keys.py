@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 
-from issuer.verify import InvalidToken, Verifier
+from issuer_verify import InvalidToken, Verifier
 from tests.verify.support import Counting, Issuer, counting_server
 
 

@@ -1,22 +1,18 @@
 """The verifier's local copy of the denylist, and the two feeds that keep it current.
 
-An entry (the issuer's wire format) is ``{"kind", "value", "at", "exp"}``: ``kind`` is ``jti``,
-``sid`` (a refresh family), ``sub`` or ``client`` (every token issued at or before ``at``), or
-``kid`` (a signing key); ``exp`` is when the entry may be forgotten (no token it matches outlives
-it). Matching, without any network round trip:
-
-* ``jti`` == claims ``jti``; ``sid`` == claims ``sid``; ``kid`` == the JWS header ``kid``;
-* ``sub`` == claims ``sub`` and claims ``iat`` <= ``at``; ``client`` likewise with ``client_id``.
+Entries, their matching rules and the Redis layout are the issuer's wire format,
+:mod:`issuer_verify.wire`. Matching needs no network round trip: the copy is a dictionary by
+``(kind, value)``, and an entry found for one of the token's claims (or its header ``kid``)
+decides through :func:`~issuer_verify.wire.matches`.
 
 The copy only grows (merging) and shrinks by expiry: an entry once seen stays until its ``exp``,
 so a reconnect, a flushed Redis or a lost message can never un-revoke a token.
 
 Feeds:
 
-* :class:`RedisDenylist`: keys ``{prefix}deny:{kind}:{value}`` (a full ``SCAN`` at start and after
-  every (re)subscription) and the channel ``{prefix}denylist`` (each new entry; ``{"kind":
-  "reset"}`` means the issuer rebuilt Redis: load fully again). A ``PING`` every ``heartbeat``
-  proves the subscription alive.
+* :class:`RedisDenylist` (the ``[redis]`` extra): every entry key (a full ``SCAN`` at start and
+  after every (re)subscription) and the channel (each new entry; a reset means the issuer rebuilt
+  Redis: load fully again). A ``PING`` every ``heartbeat`` proves the subscription alive.
 * :class:`FeedDenylist`: polls ``GET {issuer}/revocations?since=CURSOR`` with client
   credentials (a client registered ``--can-introspect``).
 
@@ -32,49 +28,32 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import redis
 
-from issuer import redis_conn
+from issuer_verify import wire
+from issuer_verify.wire import KINDS, Entry, matches, parse_entry
 
-__all__ = ["KINDS", "Denylist", "FeedDenylist", "RedisDenylist", "parse_entry"]
+if TYPE_CHECKING:
+    import redis
 
-log = logging.getLogger("issuer.verify")
+__all__ = ["Denylist", "FeedDenylist", "RedisDenylist"]
 
-KINDS = ("jti", "sid", "sub", "client", "kid")
-
-
-def parse_entry(raw: Any) -> tuple[str, str, int, int] | None:
-    """``(kind, value, at, exp)`` of one wire entry, or None when it is not a valid entry."""
-    if isinstance(raw, bytes | str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            return None
-    if not isinstance(raw, dict):
-        return None
-    kind, value, at, exp = raw.get("kind"), raw.get("value"), raw.get("at"), raw.get("exp")
-    if kind not in KINDS or not isinstance(value, str) or not value:
-        return None
-    if type(at) is not int or type(exp) is not int:
-        return None
-    return kind, value, at, exp
+log = logging.getLogger("issuer_verify")
 
 
 class _Tables:
-    """The entries by kind. ``jti``/``sid``/``kid`` map value -> exp; ``sub``/``client`` map
-    value -> (latest at, exp)."""
+    """The entries by kind, each a dictionary value -> entry (replaced whole on prune)."""
 
-    __slots__ = ("client", "jti", "kid", "sid", "sub")
+    __slots__ = KINDS
 
     def __init__(self) -> None:
-        self.jti: dict[str, int] = {}
-        self.sid: dict[str, int] = {}
-        self.kid: dict[str, int] = {}
-        self.sub: dict[str, tuple[int, int]] = {}
-        self.client: dict[str, tuple[int, int]] = {}
+        self.jti: dict[str, Entry] = {}
+        self.sid: dict[str, Entry] = {}
+        self.sub: dict[str, Entry] = {}
+        self.client: dict[str, Entry] = {}
+        self.kid: dict[str, Entry] = {}
 
 
 class Denylist:
@@ -107,15 +86,16 @@ class Denylist:
         if self._clock() > self._fresh_until and not self.fail_open:
             return "denylist_stale"
         t = self._t
-        if claims.get("jti") in t.jti or claims.get("sid") in t.sid or kid in t.kid:
-            return "revoked"
-        if t.sub:
-            hit = t.sub.get(claims.get("sub"))  # type: ignore[arg-type]
-            if hit is not None and claims.get("iat", 0) <= hit[0]:
-                return "revoked"
-        if t.client:
-            hit = t.client.get(claims.get("client_id"))  # type: ignore[arg-type]
-            if hit is not None and claims.get("iat", 0) <= hit[0]:
+        # One dictionary lookup per claim that can be listed; only a hit runs the rule. (A claim
+        # that is not a string finds nothing: every entry's value is a valid wire value.)
+        for entry in (
+            t.jti.get(claims.get("jti")),  # type: ignore[arg-type]
+            t.sid.get(claims.get("sid")),  # type: ignore[arg-type]
+            t.kid.get(kid),
+            t.sub.get(claims.get("sub")),  # type: ignore[arg-type]
+            t.client.get(claims.get("client_id")),  # type: ignore[arg-type]
+        ):
+            if entry is not None and matches(entry, claims, kid):
                 return "revoked"
         return None
 
@@ -133,20 +113,14 @@ class Denylist:
                 if entry is None:
                     log.warning("ignoring a malformed denylist entry")
                     continue
-                kind, value, at, exp = entry
-                if exp < now:
+                if entry.exp < now:
                     continue
-                if kind in ("sub", "client"):
-                    table: dict[str, tuple[int, int]] = getattr(t, kind)
-                    old = table.get(value)
-                    if old is None or at > old[0] or exp > old[1]:
-                        table[value] = (max(at, old[0]) if old else at, max(exp, old[1]) if old else exp)
-                        changed += 1
-                else:
-                    simple: dict[str, int] = getattr(t, kind)
-                    if simple.get(value, -1) < exp:
-                        simple[value] = exp
-                        changed += 1
+                table: dict[str, Entry] = getattr(t, entry.kind)
+                old = table.get(entry.value)
+                merged = entry if old is None else old.merge(entry)
+                if merged != old:
+                    table[entry.value] = merged
+                    changed += 1
         if changed:
             with self._changed:
                 self.version += 1
@@ -158,12 +132,8 @@ class Denylist:
         now = int(time.time())
         with self._write:
             fresh = _Tables()
-            t = self._t
-            fresh.jti = {k: v for k, v in t.jti.items() if v >= now}
-            fresh.sid = {k: v for k, v in t.sid.items() if v >= now}
-            fresh.kid = {k: v for k, v in t.kid.items() if v >= now}
-            fresh.sub = {k: v for k, v in t.sub.items() if v[1] >= now}
-            fresh.client = {k: v for k, v in t.client.items() if v[1] >= now}
+            for kind in KINDS:
+                setattr(fresh, kind, {v: e for v, e in getattr(self._t, kind).items() if e.exp >= now})
             self._t = fresh
 
     def confirm(self) -> None:
@@ -174,7 +144,7 @@ class Denylist:
 
     def __len__(self) -> int:
         t = self._t
-        return len(t.jti) + len(t.sid) + len(t.kid) + len(t.sub) + len(t.client)
+        return sum(len(getattr(t, kind)) for kind in KINDS)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -220,12 +190,12 @@ class _ThreadedFeed(Denylist):
         raise NotImplementedError
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 class RedisDenylist(_ThreadedFeed):
-    """The copy fed from the issuer's Redis: full load at every (re)subscription, then pub/sub."""
+    """The copy fed from the issuer's Redis: full load at every (re)subscription, then pub/sub.
+
+    Needs redis-py (``pip install 'issuer-verify[redis]'``). ``url`` takes every form the issuer's
+    ``ISSUER_REDIS_URL`` takes (:mod:`issuer_verify.redis_conn`); ``prefix`` is its
+    ``ISSUER_REDIS_PREFIX``."""
 
     def __init__(
         self,
@@ -239,18 +209,22 @@ class RedisDenylist(_ThreadedFeed):
         client_name: str = "issuer-verify-denylist",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ImportError("RedisDenylist needs redis-py: pip install 'issuer-verify[redis]'") from None
         super().__init__(max_staleness=max_staleness, fail_open=fail_open, clock=clock)
         self.url = url
         self.prefix = prefix
-        self.channel = f"{prefix}denylist"
+        self.channel = wire.channel(prefix)
         self.heartbeat = heartbeat
         self.reconnect_delay = reconnect_delay
         self.client_name = client_name
 
     def _full_load(self, client: redis.Redis) -> None:
-        pattern = _glob_escape(self.prefix) + "deny:*"
+        pattern = wire.entry_pattern(self.prefix)
         batch: list[bytes] = []
-        entry_keys = tuple(f"{self.prefix}deny:{kind}:".encode() for kind in KINDS)
+        entry_keys = tuple(start.encode() for start in wire.entry_key_prefixes(self.prefix))
         for key in client.scan_iter(match=pattern, count=1000):
             if not key.startswith(entry_keys):
                 continue  # e.g. the issuer's "deny:loaded" marker
@@ -264,6 +238,10 @@ class RedisDenylist(_ThreadedFeed):
         self.loads += 1
 
     def _run(self) -> None:
+        import redis
+
+        from issuer_verify import redis_conn
+
         while not self._stop.is_set():
             client = redis_conn.sync_client(
                 self.url,
@@ -310,7 +288,7 @@ class RedisDenylist(_ThreadedFeed):
             except ValueError:
                 log.warning("ignoring a malformed denylist message")
                 return
-            if isinstance(decoded, dict) and decoded.get("kind") == "reset":
+            if wire.is_reset(decoded):
                 self._full_load(client)
                 self.confirm()
             else:

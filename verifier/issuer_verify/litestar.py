@@ -1,4 +1,5 @@
-"""Litestar integration of :mod:`issuer.verify`: a bearer-token guard with required scopes.
+"""Litestar integration of :mod:`issuer_verify.core`: a bearer-token guard with required scopes
+(the ``[litestar]`` extra).
 
 ::
 
@@ -12,7 +13,7 @@
 Errors follow RFC 6750 3.1: no or a bad token is 401 with ``WWW-Authenticate: Bearer
 error="invalid_token"``; a valid token without the scope is 403 ``insufficient_scope``; a
 verifier that cannot decide (JWKS unreachable, denylist copy stale) is 503 with ``Retry-After``.
-Only this module imports Litestar; :mod:`issuer.verify` stays framework-free.
+Only this module imports Litestar; the rest of :mod:`issuer_verify` stays framework-free.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from issuer.verify import UNAVAILABLE_REASONS, InvalidToken, Verifier
+from issuer_verify.core import UNAVAILABLE_REASONS, InvalidToken, Verifier
 
 __all__ = ["BearerAuth"]
 

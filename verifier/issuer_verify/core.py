@@ -18,7 +18,7 @@ What it checks, in order (each failure raises :class:`InvalidToken` with a short
 * the claims (RFC 9068 2.2, RFC 7519 4.1): ``iss`` (``wrong_issuer``), ``aud`` string or list
   (``wrong_audience``), ``exp`` (``expired``), ``nbf`` and ``iat`` (``not_yet_valid``) with a
   leeway; numeric dates must be numbers, ``sub``/``client_id``/``jti`` strings (``malformed``);
-* optionally the denylist (:mod:`issuer.verify_denylist`): ``revoked``, or
+* optionally the denylist (:mod:`issuer_verify.denylist`): ``revoked``, or
   ``denylist_stale`` when the local copy is older than its bound (fail closed).
 
 Keys: discovered from RFC 8414 metadata (``{issuer}/.well-known/oauth-authorization-server``,
@@ -27,9 +27,12 @@ whose ``issuer`` must match, RFC 8414 3.3), cached for the JWKS ``Cache-Control:
 ``refetch_interval`` whatever arrives. When the issuer cannot be reached the cached keys stay in
 use for ``stale_if_error`` seconds past their expiry, then verification fails (``unavailable``).
 
+The same rules, without the network, are :func:`decode`: the issuer's introspection (RFC 7662)
+and revocation (RFC 7009) read their own access tokens with it, against the key ring's JWKS.
+
 This module imports no web framework and nothing of the server (no database, no Litestar): a
-resource server installs the distribution and uses only this. The Litestar guard is in
-:mod:`issuer.verify_litestar`.
+resource server installs the ``issuer-verify`` distribution and uses only this. The Litestar
+guard is in :mod:`issuer_verify.litestar`.
 """
 
 from __future__ import annotations
@@ -54,11 +57,23 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt import PyJWK, PyJWTError
 
 if TYPE_CHECKING:
-    from issuer.verify_denylist import Denylist
+    from issuer_verify.denylist import Denylist
 
-__all__ = ["REASONS", "SUPPORTED_ALGORITHMS", "InvalidToken", "Verifier"]
+__all__ = [
+    "REASONS",
+    "SUPPORTED_ALGORITHMS",
+    "UNAVAILABLE_REASONS",
+    "InvalidToken",
+    "VerificationKey",
+    "Verifier",
+    "check_claims",
+    "decode",
+    "expired",
+    "load_jwks",
+    "load_key",
+]
 
-log = logging.getLogger("issuer.verify")
+log = logging.getLogger("issuer_verify")
 
 SUPPORTED_ALGORITHMS = ("ES256", "RS256", "EdDSA")
 REASONS = frozenset(
@@ -218,6 +233,127 @@ def _cache_lifetime(cache_control: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
+# ---------------------------------------------------------------- the rules
+
+
+def _split(token: str, max_token_bytes: int) -> tuple[bytes, str, str, bytes]:
+    if not isinstance(token, str) or len(token) > max_token_bytes or not token.isascii():
+        raise InvalidToken("malformed", "not a compact JWS of acceptable size")
+    parts = token.split(".")
+    if len(parts) != 3:  # RFC 7515 7.1: exactly three parts (five would be JWE)
+        raise InvalidToken("malformed", f"{len(parts)} parts")
+    header_part, payload_part, signature_part = parts
+    try:
+        signature = _b64decode(signature_part)
+    except (ValueError, binascii.Error):
+        raise InvalidToken("malformed", "signature is not base64url") from None
+    signing_input = token[: len(header_part) + 1 + len(payload_part)].encode("ascii")
+    return signing_input, header_part, payload_part, signature
+
+
+def _read_header(header_part: str) -> tuple[str, str]:
+    """``(kid, alg)`` of a JWS header that an access token may have."""
+    try:
+        header = _json_object(_b64decode(header_part))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidToken("malformed", "header is not base64url JSON") from None
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in _TYPES:
+        raise InvalidToken("wrong_type", "typ is not at+jwt")
+    if "crit" in header:
+        raise InvalidToken("unsupported_critical", "crit names extensions this verifier does not know")
+    alg = header.get("alg")
+    kid = header.get("kid")
+    if not isinstance(alg, str) or not isinstance(kid, str) or not kid or len(kid) > _KID_LIMIT:
+        raise InvalidToken("malformed", "alg and kid must be strings")
+    return kid, alg
+
+
+def _signed_claims(
+    key: VerificationKey, alg: str, kid: str, signing_input: bytes, payload_part: str, signature: bytes
+) -> dict[str, Any]:
+    if alg != key.alg:  # the key decides the algorithm, never the header (RFC 8725 3.1)
+        raise InvalidToken("wrong_algorithm", f"header alg {alg!r} but key {kid} is {key.alg}")
+    try:
+        key.verify(signature, signing_input)
+    except InvalidSignature:
+        raise InvalidToken("bad_signature") from None
+    try:
+        return _json_object(_b64decode(payload_part))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidToken("malformed", "payload is not base64url JSON") from None
+
+
+def expired(exp: float, now: float, leeway: float) -> bool:
+    """RFC 7519 4.1.4: a token must not be accepted on or after its ``exp`` (plus ``leeway``)."""
+    return now - leeway >= exp
+
+
+def check_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    audiences: frozenset[str] | None,
+    now: float,
+    leeway: float,
+    check_expiry: bool = True,
+) -> None:
+    """The claim rules (RFC 9068 2.2, RFC 7519 4.1); :class:`InvalidToken` when one fails.
+
+    ``audiences`` None accepts any ``aud`` (the issuer reading its own tokens, which any audience
+    may hold); ``check_expiry`` False leaves ``exp`` (still required, a NumericDate) to the
+    caller, who applies :func:`expired` (revocation acts on expired tokens too)."""
+    if claims.get("iss") != issuer:
+        raise InvalidToken("wrong_issuer")
+    if audiences is not None:
+        aud = claims.get("aud")
+        if isinstance(aud, str):
+            if aud not in audiences:
+                raise InvalidToken("wrong_audience")
+        elif not isinstance(aud, list) or not any(isinstance(a, str) and a in audiences for a in aud):
+            raise InvalidToken("wrong_audience")
+    exp = _numeric_date(claims, "exp")
+    iat = _numeric_date(claims, "iat")
+    if exp is None or iat is None:
+        raise InvalidToken("malformed", "exp and iat are required (RFC 9068 2.2)")
+    if check_expiry and expired(exp, now, leeway):
+        raise InvalidToken("expired")
+    nbf = _numeric_date(claims, "nbf")
+    if iat > now + leeway or (nbf is not None and nbf > now + leeway):
+        raise InvalidToken("not_yet_valid")
+    for name in ("sub", "client_id", "jti"):
+        if type(claims.get(name)) is not str:
+            raise InvalidToken("malformed", f"{name} must be a string (RFC 9068 2.2)")
+    if "sid" in claims and type(claims["sid"]) is not str:
+        raise InvalidToken("malformed", "sid must be a string")
+
+
+def decode(
+    token: str,
+    keys: Mapping[str, VerificationKey],
+    *,
+    issuer: str,
+    audiences: frozenset[str] | None,
+    now: float,
+    leeway: float,
+    check_expiry: bool = True,
+    max_token_bytes: int = 8192,
+) -> tuple[str, dict[str, Any]]:
+    """``(kid, claims)`` of an access token signed by one of ``keys`` (from :func:`load_jwks`),
+    by the rules of the module docstring, with no network and no denylist; :class:`InvalidToken`
+    otherwise (``unknown_key`` for a ``kid`` not in ``keys``). See :func:`check_claims`."""
+    signing_input, header_part, payload_part, signature = _split(token, max_token_bytes)
+    kid, alg = _read_header(header_part)
+    key = keys.get(kid)
+    if key is None:
+        raise InvalidToken("unknown_key")
+    claims = _signed_claims(key, alg, kid, signing_input, payload_part, signature)
+    check_claims(
+        claims, issuer=issuer, audiences=audiences, now=now, leeway=leeway, check_expiry=check_expiry
+    )
+    return kid, claims
+
+
 # ---------------------------------------------------------------- the verifier
 
 
@@ -232,7 +368,7 @@ class Verifier:
     default 30; also the shortest cache lifetime), ``max_cache`` (longest JWKS cache; default one
     day), ``default_cache`` (lifetime without ``max-age``; default 300), ``stale_if_error``
     (keep expired keys while the issuer is unreachable; default 300), ``denylist`` (a
-    :class:`~issuer.verify_denylist.Denylist`, started here), ``http`` (an ``httpx.Client``),
+    :class:`~issuer_verify.denylist.Denylist`, started here), ``http`` (an ``httpx.Client``),
     ``timeout`` (seconds per HTTP request; default 5), ``clock`` (monotonic time, for caching).
     """
 
@@ -326,36 +462,13 @@ class Verifier:
     # ------------------------------------------------------------ the hot path
 
     def _split(self, token: str) -> tuple[bytes, str, str, bytes]:
-        if not isinstance(token, str) or len(token) > self.max_token_bytes or not token.isascii():
-            raise InvalidToken("malformed", "not a compact JWS of acceptable size")
-        parts = token.split(".")
-        if len(parts) != 3:  # RFC 7515 7.1: exactly three parts (five would be JWE)
-            raise InvalidToken("malformed", f"{len(parts)} parts")
-        header_part, payload_part, signature_part = parts
-        try:
-            signature = _b64decode(signature_part)
-        except (ValueError, binascii.Error):
-            raise InvalidToken("malformed", "signature is not base64url") from None
-        signing_input = token[: len(header_part) + 1 + len(payload_part)].encode("ascii")
-        return signing_input, header_part, payload_part, signature
+        return _split(token, self.max_token_bytes)
 
     def _header(self, header_part: str) -> tuple[str, str]:
         cached = self._headers.get(header_part)
         if cached is not None:
             return cached
-        try:
-            header = _json_object(_b64decode(header_part))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise InvalidToken("malformed", "header is not base64url JSON") from None
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in _TYPES:
-            raise InvalidToken("wrong_type", "typ is not at+jwt")
-        if "crit" in header:
-            raise InvalidToken("unsupported_critical", "crit names extensions this verifier does not know")
-        alg = header.get("alg")
-        kid = header.get("kid")
-        if not isinstance(alg, str) or not isinstance(kid, str) or not kid or len(kid) > _KID_LIMIT:
-            raise InvalidToken("malformed", "alg and kid must be strings")
+        kid, alg = _read_header(header_part)
         if len(self._headers) >= 64:
             self._headers.clear()  # a handful of real headers exist; garbage cannot grow this
         self._headers[header_part] = (kid, alg)
@@ -370,47 +483,15 @@ class Verifier:
         payload_part: str,
         signature: bytes,
     ) -> dict[str, Any]:
-        if alg != key.alg:  # the key decides the algorithm, never the header (RFC 8725 3.1)
-            raise InvalidToken("wrong_algorithm", f"header alg {alg!r} but key {kid} is {key.alg}")
-        try:
-            key.verify(signature, signing_input)
-        except InvalidSignature:
-            raise InvalidToken("bad_signature") from None
-        try:
-            claims = _json_object(_b64decode(payload_part))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise InvalidToken("malformed", "payload is not base64url JSON") from None
-        self._check_claims(claims)
+        claims = _signed_claims(key, alg, kid, signing_input, payload_part, signature)
+        check_claims(
+            claims, issuer=self.issuer, audiences=self.audiences, now=time.time(), leeway=self.leeway
+        )
         if self.denylist is not None:
             reason = self.denylist.check(kid, claims)
             if reason is not None:
                 raise InvalidToken(reason)
         return claims
-
-    def _check_claims(self, claims: dict[str, Any]) -> None:
-        if claims.get("iss") != self.issuer:
-            raise InvalidToken("wrong_issuer")
-        aud = claims.get("aud")
-        if isinstance(aud, str):
-            if aud not in self.audiences:
-                raise InvalidToken("wrong_audience")
-        elif not isinstance(aud, list) or not any(isinstance(a, str) and a in self.audiences for a in aud):
-            raise InvalidToken("wrong_audience")
-        now = time.time()
-        exp = _numeric_date(claims, "exp")
-        iat = _numeric_date(claims, "iat")
-        if exp is None or iat is None:
-            raise InvalidToken("malformed", "exp and iat are required (RFC 9068 2.2)")
-        if now - self.leeway >= exp:  # RFC 7519 4.1.4: not on or after exp
-            raise InvalidToken("expired")
-        nbf = _numeric_date(claims, "nbf")
-        if iat > now + self.leeway or (nbf is not None and nbf > now + self.leeway):
-            raise InvalidToken("not_yet_valid")
-        for name in ("sub", "client_id", "jti"):
-            if type(claims.get(name)) is not str:
-                raise InvalidToken("malformed", f"{name} must be a string (RFC 9068 2.2)")
-        if "sid" in claims and type(claims["sid"]) is not str:
-            raise InvalidToken("malformed", "sid must be a string")
 
     # ------------------------------------------------------------ keys and fetching
 

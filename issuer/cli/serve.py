@@ -1,12 +1,18 @@
-"""``issuer serve``: the token server under uvicorn, one process or ``--workers N``."""
+"""``issuer serve``: the token server under uvicorn, one process or ``--workers N``.
+
+Without ``ISSUER_URL`` the issuer advertises the address it listens on
+(:func:`issuer.deployment.default_url`): the command puts it in its own environment before reading
+the settings, so the settings, and every worker process, which inherits the environment, agree.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 
-from issuer.settings import load
+from issuer.settings import SettingsError, load
 
 __all__ = ["serve"]
 
@@ -16,7 +22,9 @@ __all__ = ["serve"]
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on.",
+    help="Address to listen on. Without ISSUER_URL the issuer advertises http://HOST:PORT (127.0.0.1 "
+    "for 0.0.0.0 and localhost, [::1] for ::), refused on a host that is not loopback: set "
+    "ISSUER_URL=https://... there.",
 )
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
@@ -48,7 +56,8 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
 
     On the embedded default (SQLite) the database is created or upgraded and a signing key
     generated on first start; on PostgreSQL run `issuer db upgrade` first. ISSUER_URL must be
-    https, except on loopback (a warning) or with ISSUER_ALLOW_INSECURE_URL=true.
+    https, except on loopback (a warning) or with ISSUER_ALLOW_INSECURE_URL=true; unset, it follows
+    --host and --port (http://127.0.0.1:8000 by default).
 
     X-Forwarded-For and X-Forwarded-Proto are believed only from the peers listed in
     ISSUER_TRUSTED_PROXIES (empty by default: the client address is the TCP peer's).
@@ -67,17 +76,25 @@ def serve(host: str, port: int, log_level: str, log_libraries: str | None, worke
     import uvicorn
 
     from issuer.app import create_app
-    from issuer.deployment import check_url, check_workers
+    from issuer.deployment import check_url, check_workers, default_url
     from issuer.http.limits import LimitedHttpToolsProtocol
     from issuer.observability.logs import dict_config
     from issuer.observability.metrics import share_metrics
 
+    url_unset = not os.environ.get("ISSUER_URL")  # empty counts as unset, as in issuer.settings
+    if url_unset:  # read by load() below and, inherited, by every worker process's create_app
+        os.environ["ISSUER_URL"] = default_url(host, port)
     settings = load()
     log_config = dict_config(
         log_level, log_libraries
     )  # JSON lines on stderr, secrets redacted (issuer.observability.logs)
     logging.config.dictConfig(log_config)
-    insecure = check_url(settings)  # https; http on loopback (a warning); refused elsewhere
+    try:
+        insecure = check_url(settings)  # https; http on loopback (a warning); refused elsewhere
+    except SettingsError as error:
+        if url_unset:
+            raise SettingsError(f"{error} (ISSUER_URL is unset: the default follows --host)") from None
+        raise
     check_workers(settings, workers)  # one line of error for SQLite; a warning without Redis
     if insecure:  # after every refusal, so that a refusal stays one line
         logging.getLogger("issuer").warning(insecure)

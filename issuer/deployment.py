@@ -4,6 +4,9 @@
 real deployment (TLS at the issuer or at a proxy in front of it). :func:`check_url` flags
 ``http`` on a loopback host (127.0.0.0/8, ::1, ``localhost``: local development and tests) and
 refuses ``http`` on any other host unless ``ISSUER_ALLOW_INSECURE_URL=true`` (flagged too).
+Without ``ISSUER_URL``, ``issuer serve`` advertises the address it listens on
+(:func:`default_url`): loopback for every interface (``0.0.0.0``, ``::``) and ``localhost``,
+``http://HOST:PORT`` for any other ``--host``, which the same rule then judges.
 
 Every worker process (and every host) is a full, stateless :class:`~issuer.runtime.Runtime`:
 the database holds everything durable, Redis the shared fast state, so N processes behave as one
@@ -26,7 +29,7 @@ from urllib.parse import urlsplit
 
 from issuer.settings import Settings, SettingsError
 
-__all__ = ["check_url", "check_workers", "is_loopback"]
+__all__ = ["check_url", "check_workers", "default_url", "is_loopback"]
 
 log = logging.getLogger("issuer")
 
@@ -57,6 +60,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def default_url(host: str, port: int) -> str:
+    """The issuer URL of ``issuer serve --host HOST --port PORT`` when ``ISSUER_URL`` is unset: where
+    a client on this machine reaches it. Every IPv4 interface (``0.0.0.0``, or empty) and
+    ``localhost`` give ``http://127.0.0.1:PORT``; every IPv6 interface (``::``) gives
+    ``http://[::1]:PORT`` (asyncio listens there IPv6-only); any other host ``http://HOST:PORT``
+    (an IPv6 address in brackets), which :func:`check_url` then judges like any ISSUER_URL."""
+    host = host.strip().strip("[]")
+    if host in ("", "0.0.0.0") or host.lower().rstrip(".") == "localhost":  # noqa: S104 (read, not bound)
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def check_url(settings: Settings) -> str | None:

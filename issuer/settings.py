@@ -193,7 +193,9 @@ SPECS: tuple[Spec, ...] = (
         "http://127.0.0.1:8000",
         _str("ISSUER_URL"),
         "The issuer identifier (`iss`), and the base of every URL in the metadata. `issuer serve` "
-        "warns when it is `http` on loopback and refuses `http` on any other host.",
+        "warns when it is `http` on loopback and refuses `http` on any other host. Unset, `issuer serve` "
+        "advertises where it listens, `http://HOST:PORT` from its `--host` and `--port` (`127.0.0.1` for "
+        "`0.0.0.0` and `localhost`, `[::1]` for `::`); other commands use this default.",
     ),
     Spec(
         "allow_insecure_url",

@@ -1,4 +1,4 @@
-"""Operators' revocation commands: ``issuer sessions list|revoke`` and ``issuer audit tail``.
+"""Operators' revocation commands: ``issuer sessions list|revoke``.
 
 The logic lives in :mod:`issuer.revocation.service`; this module parses and prints. Each revocation prints
 what it revoked, and writes audit events (``issuer audit tail`` shows them). Every failure is one
@@ -7,41 +7,17 @@ line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
-import asyncio
-import datetime
 import json
-import re
 import time
 from typing import Any
 
 import click
 
-from issuer.cli.support import run
-from issuer.revocation.service import SessionsRevoked
+from issuer.cli.support import command_runtime, iso, revoked_lines, run
 from issuer.runtime import Runtime
-from issuer.settings import load
 from issuer.users import normalize_username
 
-__all__ = ["audit", "revoked_lines", "sessions"]
-
-_RELATIVE = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-async def _runtime() -> Runtime:
-    runtime = Runtime(load())
-    try:
-        await runtime.check_schema()
-    except BaseException:
-        await runtime.close()
-        raise
-    return runtime
-
-
-def _iso(ts: int | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+__all__ = ["sessions"]
 
 
 async def _subject(runtime: Runtime, subject: str | None, username: str | None) -> str | None:
@@ -77,16 +53,13 @@ async def sessions_list(
 ) -> None:
     """List a user's (or a client's) logins: family, client, created, last used, state."""
     _one_of(subject=subject, username=username, client=client_id)
-    runtime = await _runtime()
-    try:
+    async with command_runtime() as runtime:
         subject = await _subject(runtime, subject, username)
         now = int(time.time())
         async with runtime.db.transaction() as conn:
             rows = await runtime.refresh_store.families(
                 conn, subject=subject, client_id=client_id, live_at=None if show_all else now
             )
-    finally:
-        await runtime.close()
     records: list[dict[str, Any]] = []
     for row in rows:
         if row.revoked_at is not None:
@@ -116,7 +89,7 @@ async def sessions_list(
     for r in records:
         click.echo(
             f"{r['family']}  subject={r['subject']}  client={r['client_id']}  "
-            f"created={_iso(r['created_at'])}  last_used={_iso(r['last_used_at'])}  {r['state']}"
+            f"created={iso(r['created_at'])}  last_used={iso(r['last_used_at'])}  {r['state']}"
         )
 
 
@@ -141,8 +114,7 @@ async def sessions_revoke(
     """Revoke now: refresh tokens die at once, access tokens on every instance within a second."""
     _one_of(subject=subject, username=username, client=client_id, family=family_id)
     reason = " ".join(reason.split())[:200] or "revoked by an operator"
-    runtime = await _runtime()
-    try:
+    async with command_runtime() as runtime:
         if family_id is not None:
             family = await runtime.revocation.revoke_family(family_id, reason=reason, actor="operator")
             if family is None:
@@ -168,8 +140,6 @@ async def sessions_revoke(
                 "denylisted_until": done.until,
                 "families": list(done.families),
             }
-    finally:
-        await runtime.close()
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -181,94 +151,3 @@ async def sessions_revoke(
         return
     for line in revoked_lines(done):
         click.echo(line)
-
-
-def revoked_lines(done: SessionsRevoked) -> list[str]:
-    """What a subject's or a client's revocation did, as printed by every command that makes one."""
-    what = "subject" if done.kind == "sub" else "client"
-    lines = [
-        f"revoked every access token of {what} {done.value} issued up to "
-        f"{_iso(done.at)} (denylisted until {_iso(done.until)})",
-        f"revoked {len(done.families)} session(s)" + (":" if done.families else ""),
-    ]
-    lines.extend(f"  {family}" for family in done.families)
-    return lines
-
-
-def parse_since(raw: str, now: int) -> int:
-    """``1700000000`` (Unix seconds), ``15m``/``2h``/``7d`` (ago), or ISO 8601 (UTC if no zone)."""
-    raw = raw.strip()
-    if raw.isdigit():
-        return int(raw)
-    relative = _RELATIVE.fullmatch(raw)
-    if relative:
-        return now - int(relative.group(1)) * _UNITS[relative.group(2)]
-    try:
-        when = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter("use Unix seconds, 15m/2h/7d, or an ISO 8601 time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return int(when.timestamp())
-
-
-def _event_line(row: Any) -> str:
-    parts = [_iso(row.at), row.event]
-    for name in ("subject", "client_id", "family_id", "address"):
-        value = getattr(row, name)
-        if value is not None:
-            parts.append(f"{name}={value}")
-    detail = json.loads(row.detail or "{}")
-    parts.extend(f"{k}={v}" for k, v in detail.items() if v is not None)
-    return "  ".join(parts)
-
-
-def _event_json(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "at": row.at,
-        "event": row.event,
-        "subject": row.subject,
-        "client_id": row.client_id,
-        "family_id": row.family_id,
-        "address": row.address,
-        "detail": json.loads(row.detail or "{}"),
-    }
-
-
-@click.group()
-def audit() -> None:
-    """Read the append-only audit trail of security events."""
-
-
-@audit.command("tail")
-@click.option("--since", "since_raw", help="From this time: Unix seconds, 15m/2h/7d ago, or ISO 8601.")
-@click.option(
-    "--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="At most this many."
-)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@run
-async def audit_tail(since_raw: str | None, limit: int, follow: bool, as_json: bool) -> None:
-    """Show the latest audit events (revocations, refresh-token reuse, key changes), oldest first."""
-    since = parse_since(since_raw, int(time.time())) if since_raw is not None else None
-    runtime = await _runtime()
-    try:
-        async with runtime.db.transaction() as conn:
-            if since is None:
-                rows = await runtime.audit.latest(conn, limit)
-            else:
-                rows = await runtime.audit.since(conn, since, limit)
-            newest = await runtime.audit.latest(conn, 1)
-        last = newest[-1].id if newest and not rows else 0
-        while True:
-            for row in rows:
-                click.echo(json.dumps(_event_json(row)) if as_json else _event_line(row))
-                last = max(last, row.id)
-            if not follow:
-                return
-            await asyncio.sleep(1.0)
-            async with runtime.db.transaction() as conn:
-                rows = await runtime.audit.after(conn, last)
-    finally:
-        await runtime.close()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from issuer.deployment import check_url
-from issuer.settings import SPECS, SettingsError, load
+from issuer.settings import SPECS, Settings, SettingsError, load
 from tests import support
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +113,45 @@ def test_the_settings_page_lists_every_setting_with_its_default() -> None:
     assert table in page, "docs/settings.md's table is stale: paste `issuer settings --markdown` into it"
     for spec in SPECS:
         assert f"`{spec.env}`" in page
+
+
+def test_each_setting_is_declared_once_as_a_field() -> None:
+    """The table, the parsers and the Settings object come from one declaration per field."""
+    assert [spec.field for spec in SPECS] == list(Settings.__struct_fields__)
+    assert all(spec.env == f"ISSUER_{spec.field.upper()}" and spec.doc for spec in SPECS)
+    settings = load({})
+    with pytest.raises(AttributeError):
+        settings.url = "https://elsewhere.example"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"access_token_ttl": 5}, "ISSUER_ACCESS_TOKEN_TTL: Expected `int` >= 10"),
+        ({"access_token_ttl": "300"}, "ISSUER_ACCESS_TOKEN_TTL: Expected `int`, got `str`"),
+        ({"signing_alg": "HS256"}, "ISSUER_SIGNING_ALG"),
+        ({"refresh_grace": 300, "refresh_idle_ttl": 300}, "ISSUER_REFRESH_GRACE must be shorter"),
+    ],
+)
+def test_overrides_and_replace_are_checked_like_the_environment(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load({}, **overrides)
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load({}).replace(**overrides)
+
+
+def test_an_unknown_override_is_a_programming_error() -> None:
+    with pytest.raises(TypeError, match="acces_token_ttl"):
+        load({}, acces_token_ttl=60)
+
+
+def test_the_default_audience_follows_the_issuer_url_however_it_is_set() -> None:
+    assert load({"ISSUER_URL": "https://a.example"}).default_audience == "https://a.example"
+    assert load({}, url="https://b.example").default_audience == "https://b.example"
+    explicit = load({"ISSUER_DEFAULT_AUDIENCE": "api"}, url="https://b.example")
+    assert explicit.default_audience == "api"
 
 
 # ---------------------------------------------------------------- credentials are masked where shown

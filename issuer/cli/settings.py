@@ -1,4 +1,4 @@
-"""``issuer settings``: every ``ISSUER_*`` setting with its current value, or the README's table.
+"""``issuer settings``: every ``ISSUER_*`` setting with its current value, or the settings table of docs/settings.md.
 
 Keys and tokens show as ``(set)``, the passwords in database and Redis URLs as ``***``.
 """
@@ -13,7 +13,7 @@ __all__ = ["settings_command"]
 
 
 @click.command("settings")
-@click.option("--markdown", is_flag=True, help="Print the README's settings table.")
+@click.option("--markdown", is_flag=True, help="Print the settings table of docs/settings.md (Markdown).")
 def settings_command(markdown: bool) -> None:
     """Print every ISSUER_* setting with its default (or, without --markdown, its current value).
 

@@ -29,7 +29,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from joserfc.jwk import thumbprint
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 from jwt.utils import base64url_encode
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +49,7 @@ __all__ = [
     "generate_key",
     "seal",
     "store_key",
+    "thumbprint",
     "unseal",
 ]
 
@@ -69,6 +69,29 @@ def _generate_private(alg: str) -> PrivateKey:
     if alg == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
     raise KeyRingError(f"unsupported signing algorithm {alg!r}")
+
+
+# RFC 7638 section 3.2: the members a thumbprint covers, per key type (OKP: RFC 8037 section 2).
+THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+    "oct": ("k", "kty"),
+}
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of ``jwk``, base64url without padding.
+
+    RFC 7638 section 3: SHA-256 over the UTF-8 JSON of the required members only, in
+    lexicographic order, without whitespace (section 3.3). The members are base64url strings
+    and names, so ``json.dumps`` with sorted keys and no separator spaces is that canonical form.
+    """
+    members = THUMBPRINT_MEMBERS.get(jwk.get("kty", ""))
+    if members is None or any(not isinstance(jwk.get(m), str) for m in members):
+        raise ValueError(f"not a complete public JWK of a known key type: {sorted(jwk)}")
+    canonical = json.dumps({m: jwk[m] for m in members}, sort_keys=True, separators=(",", ":"))
+    return base64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest()).decode("ascii")
 
 
 def public_jwk(private_key: PrivateKey, alg: str) -> dict[str, Any]:

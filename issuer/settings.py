@@ -222,8 +222,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     signing_alg: Annotated[
         SigningAlg,
         Meta(
-            description="ES256 (default: about 8x cheaper to sign than RS256, accepted by every JOSE library), "
-            "RS256 or EdDSA.",
+            description="ES256 (default: about 8x cheaper to sign than RS256, accepted by every JOSE "
+            "library), RS256 or EdDSA.",
         ),
     ] = "ES256"
     access_token_ttl: Annotated[

@@ -1,4 +1,4 @@
-"""``issuer settings``: every ``ISSUER_*`` setting with its current value, or the settings table of docs/settings.md.
+"""``issuer settings``: every ``ISSUER_*`` setting with its current value, or docs/settings.md's table.
 
 Keys and tokens show as ``(set)``, the passwords in database and Redis URLs as ``***``.
 """

@@ -57,6 +57,8 @@ def test_an_s256_challenge_is_accepted() -> None:
         pytest.param("a" * 43 + "a", "S256", "not an S256 challenge", id="44 characters refused"),
     ],
 )
-def test_a_challenge_that_is_not_s256_is_refused(challenge: str | None, method: str | None, message: str) -> None:
+def test_a_challenge_that_is_not_s256_is_refused(
+    challenge: str | None, method: str | None, message: str
+) -> None:
     with pytest.raises(pkce.PKCEError, match=message):
         pkce.check_challenge(challenge, method)

@@ -53,7 +53,12 @@ def test_unregistrable_redirect_uris(uri: str, why: str) -> None:
         check_redirect_uri(uri)
 
 
-REGISTERED = ["https://app.example/cb", "http://127.0.0.1/native", "http://[::1]:7000/v6", "com.example.app:/cb"]
+REGISTERED = [
+    "https://app.example/cb",
+    "http://127.0.0.1/native",
+    "http://[::1]:7000/v6",
+    "com.example.app:/cb",
+]
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,9 @@ of the caller's transaction, so that a caller composes several statements in one
   ring's lock (``KeyInfo``, ``SealedKey``, ``KeyState``).
 - :mod:`issuer.store.denylist`: :class:`~issuer.store.denylist.DenylistStore`, the durable
   denylist (``StoredEntry``).
+- :mod:`issuer.store.signin`: browser sign-in: :class:`~issuer.store.signin.SessionStore`
+  (``StoredSession``), :class:`~issuer.store.signin.CodeStore` (``StoredCode``, spent by one
+  conditional update) and :class:`~issuer.store.signin.ConsentStore`.
 - :mod:`issuer.store.audit`: :class:`~issuer.store.audit.AuditStore`, the append-only audit trail
   (``StoredEvent``); :mod:`issuer.store.bounded` fits what it records to its columns.
 """

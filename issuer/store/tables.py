@@ -13,7 +13,10 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "AuditEvent",
+    "AuthorizationCode",
+    "BrowserSession",
     "Client",
+    "Consent",
     "DenylistEntry",
     "RefreshFamily",
     "RefreshToken",
@@ -152,3 +155,59 @@ class DenylistEntry(SQLModel, table=True):
     at: int = _ts()  # type: ignore[assignment]  # when it was revoked
     exp: int = _ts(index=True)  # type: ignore[assignment]  # when the entry may be forgotten
     created_at: int = _ts(index=True)  # type: ignore[assignment]  # when the row was written
+
+
+class BrowserSession(SQLModel, table=True):
+    """A browser's sign-in at the issuer (single sign-on): the cookie's SHA-256, never the cookie.
+
+    It ends at the first of ``idle_expires_at`` (pushed forward on use), ``expires_at`` (absolute)
+    and ``ended_at`` (log-out, or an operator's revocation).
+    """
+
+    __tablename__ = "browser_sessions"
+
+    digest: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    id: str = Field(max_length=64, unique=True)  # the public id (id_token ``sid``); not the cookie
+    subject: str = Field(max_length=200, index=True)
+    auth_time: int = _ts()  # type: ignore[assignment]  # when the user last entered a password
+    created_at: int = _ts()  # type: ignore[assignment]
+    last_used_at: int = _ts()  # type: ignore[assignment]
+    idle_expires_at: int = _ts()  # type: ignore[assignment]
+    expires_at: int = _ts()  # type: ignore[assignment]
+    ended_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+    ended_reason: str | None = Field(default=None, max_length=200)
+
+
+class AuthorizationCode(SQLModel, table=True):
+    """A one-time authorization code (RFC 6749 4.1.2): its SHA-256 and everything it is bound to.
+
+    Spent by one conditional update of ``used_at``; ``family_id`` records what its one use issued,
+    so that a replay can revoke it (RFC 6749 4.1.2, RFC 9700 4.2.4).
+    """
+
+    __tablename__ = "authorization_codes"
+
+    digest: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    client_id: str = Field(max_length=64)
+    redirect_uri: str = Field(sa_type=Text)
+    code_challenge: str = Field(max_length=128)
+    scope: str = Field(sa_type=Text)
+    nonce: str | None = Field(default=None, sa_type=Text)
+    session_id: str = Field(max_length=64)  # BrowserSession.id
+    subject: str = Field(max_length=200)
+    auth_time: int = _ts()  # type: ignore[assignment]
+    created_at: int = _ts()  # type: ignore[assignment]
+    expires_at: int = _ts(index=True)  # type: ignore[assignment]
+    used_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+    family_id: str | None = Field(default=None, max_length=64)
+
+
+class Consent(SQLModel, table=True):
+    """A user's consent to one scope for one client, remembered until revoked."""
+
+    __tablename__ = "consents"
+
+    subject: str = Field(primary_key=True, max_length=200)
+    client_id: str = Field(primary_key=True, max_length=64)
+    scope: str = Field(primary_key=True, max_length=200)  # one scope token per row
+    granted_at: int = _ts()  # type: ignore[assignment]

@@ -1,0 +1,272 @@
+"""Browser sign-in records: browser sessions, authorization codes and consents.
+
+- :class:`SessionStore`: the issuer's own browser session (single sign-on). The cookie is 256
+  random bits; only its SHA-256 is stored, with the subject, ``auth_time`` and an idle and an
+  absolute expiry. Ending a session is a fact with a time and a reason, never a deletion, so that
+  what was started in it can be found and revoked.
+- :class:`CodeStore`: authorization codes (RFC 6749 4.1.2), stored as SHA-256 digests and spent by
+  one conditional update: of two racing exchanges exactly one wins, and a later presentation is
+  told apart from an unknown code, so that the caller can revoke what the first use issued
+  (RFC 6749 4.1.2: "SHOULD revoke (when possible) all tokens previously issued based on that
+  authorization code"; RFC 9700 4.2.4).
+- :class:`ConsentStore`: what a user allowed a client, one scope per row.
+
+Times are passed in (``now``), as in every store.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, case, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from issuer.store.rows import every, one
+from issuer.store.tables import AuthorizationCode, BrowserSession, Consent
+
+__all__ = [
+    "CodeSpent",
+    "CodeStore",
+    "ConsentStore",
+    "SessionStore",
+    "Spend",
+    "StoredCode",
+    "StoredSession",
+]
+
+S = BrowserSession.__table__  # type: ignore[attr-defined]
+A = AuthorizationCode.__table__  # type: ignore[attr-defined]
+C = Consent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A ``browser_sessions`` row."""
+
+    digest: bytes
+    id: str
+    subject: str
+    auth_time: int
+    created_at: int
+    last_used_at: int
+    idle_expires_at: int
+    expires_at: int
+    ended_at: int | None
+    ended_reason: str | None
+
+    def live_at(self, now: int) -> bool:
+        return self.ended_at is None and now < self.idle_expires_at and now < self.expires_at
+
+
+class SessionStore:
+    async def create(
+        self,
+        conn: AsyncConnection,
+        *,
+        digest: bytes,
+        session_id: str,
+        subject: str,
+        auth_time: int,
+        now: int,
+        idle_ttl: int,
+        absolute_ttl: int,
+    ) -> StoredSession:
+        expires_at = now + absolute_ttl
+        values = {
+            "digest": digest,
+            "id": session_id,
+            "subject": subject,
+            "auth_time": auth_time,
+            "created_at": now,
+            "last_used_at": now,
+            "idle_expires_at": min(now + idle_ttl, expires_at),
+            "expires_at": expires_at,
+            "ended_at": None,
+            "ended_reason": None,
+        }
+        await conn.execute(insert(S).values(**values))
+        return StoredSession(**values)  # type: ignore[arg-type]
+
+    async def live(self, conn: AsyncConnection, digest: bytes, now: int) -> StoredSession | None:
+        """The session whose cookie has this digest, if it has not ended or expired at ``now``."""
+        found = one(StoredSession, (await conn.execute(select(S).where(S.c.digest == digest))).first())
+        return found if found is not None and found.live_at(now) else None
+
+    async def touch(self, conn: AsyncConnection, digest: bytes, now: int, idle_ttl: int) -> bool:
+        """A use of a live session: its idle expiry moves to ``now + idle_ttl`` (never past the
+        absolute one). False when the session is not live (then nothing is written)."""
+        result = await conn.execute(
+            update(S)
+            .where(
+                S.c.digest == digest,
+                S.c.ended_at.is_(None),
+                S.c.idle_expires_at > now,
+                S.c.expires_at > now,
+            )
+            .values(last_used_at=now, idle_expires_at=_least(now + idle_ttl, S.c.expires_at))
+        )
+        return result.rowcount == 1
+
+    async def by_id(self, conn: AsyncConnection, session_id: str) -> StoredSession | None:
+        return one(StoredSession, (await conn.execute(select(S).where(S.c.id == session_id))).first())
+
+    async def end(self, conn: AsyncConnection, session_id: str, now: int, reason: str) -> bool:
+        """End one session; False when it had already ended (the first end's reason stays)."""
+        result = await conn.execute(
+            update(S)
+            .where(S.c.id == session_id, S.c.ended_at.is_(None))
+            .values(ended_at=now, ended_reason=reason)
+        )
+        return result.rowcount == 1
+
+    async def end_subject(self, conn: AsyncConnection, subject: str, now: int, reason: str) -> list[str]:
+        """End every session of ``subject`` that has not ended; returns their ids."""
+        ids = [
+            row.id
+            for row in await conn.execute(
+                select(S.c.id).where(S.c.subject == subject, S.c.ended_at.is_(None)).order_by(S.c.id)
+            )
+        ]
+        if ids:
+            await conn.execute(update(S).where(S.c.id.in_(ids)).values(ended_at=now, ended_reason=reason))
+        return ids
+
+    async def sessions(
+        self, conn: AsyncConnection, subject: str, *, live_at: int | None = None
+    ) -> list[StoredSession]:
+        """The sessions of ``subject``, newest first; with ``live_at``, only those live then."""
+        query = select(S).where(S.c.subject == subject)
+        if live_at is not None:
+            query = query.where(
+                S.c.ended_at.is_(None), S.c.idle_expires_at > live_at, S.c.expires_at > live_at
+            )
+        return every(StoredSession, await conn.execute(query.order_by(S.c.created_at.desc(), S.c.id)))
+
+
+def _least(a: int, column: ColumnElement[int]) -> ColumnElement[int]:
+    """``min(a, column)`` in SQL that both backends speak (SQLite has no ``LEAST``)."""
+    return case((column < a, column), else_=a)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCode:
+    """An ``authorization_codes`` row: everything the code is bound to."""
+
+    digest: bytes
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    scope: str
+    nonce: str | None
+    session_id: str
+    subject: str
+    auth_time: int
+    created_at: int
+    expires_at: int
+    used_at: int | None
+    family_id: str | None
+
+
+class Spend(enum.Enum):
+    SPENT = "spent"  # this call spent the code: exchange it
+    REPLAYED = "replayed"  # spent before: revoke what the first use issued
+    EXPIRED = "expired"  # never spent, past its lifetime
+    UNKNOWN = "unknown"  # no such code
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSpent:
+    outcome: Spend
+    code: StoredCode | None  # None only for UNKNOWN
+
+
+class CodeStore:
+    async def create(
+        self,
+        conn: AsyncConnection,
+        *,
+        digest: bytes,
+        client_id: str,
+        redirect_uri: str,
+        code_challenge: str,
+        scope: str,
+        nonce: str | None,
+        session_id: str,
+        subject: str,
+        auth_time: int,
+        now: int,
+        ttl: int,
+    ) -> None:
+        await conn.execute(
+            insert(A).values(
+                digest=digest,
+                client_id=client_id,
+                redirect_uri=redirect_uri,
+                code_challenge=code_challenge,
+                scope=scope,
+                nonce=nonce,
+                session_id=session_id,
+                subject=subject,
+                auth_time=auth_time,
+                created_at=now,
+                expires_at=now + ttl,
+                used_at=None,
+                family_id=None,
+            )
+        )
+
+    async def spend(self, conn: AsyncConnection, digest: bytes, now: int) -> CodeSpent:
+        """Spend the code once: one conditional update decides (RFC 6749 4.1.2, single use).
+
+        The update's row count, not an earlier read, tells the winner, so of any number of racing
+        exchanges exactly one gets :attr:`Spend.SPENT`.
+        """
+        won = await conn.execute(
+            update(A)
+            .where(A.c.digest == digest, A.c.used_at.is_(None), A.c.expires_at > now)
+            .values(used_at=now)
+        )
+        code = one(StoredCode, (await conn.execute(select(A).where(A.c.digest == digest))).first())
+        if code is None:
+            return CodeSpent(Spend.UNKNOWN, None)
+        if won.rowcount == 1:
+            return CodeSpent(Spend.SPENT, code)
+        return CodeSpent(Spend.REPLAYED if code.used_at is not None else Spend.EXPIRED, code)
+
+    async def issued(self, conn: AsyncConnection, digest: bytes, family_id: str) -> None:
+        """Record the refresh family the code's one use started (for a replay to revoke)."""
+        await conn.execute(update(A).where(A.c.digest == digest).values(family_id=family_id))
+
+    async def prune(self, conn: AsyncConnection, before: int) -> int:
+        """Delete codes that expired before ``before``; returns how many went."""
+        result = await conn.execute(delete(A).where(A.c.expires_at < before))
+        return int(result.rowcount)
+
+
+class ConsentStore:
+    async def granted(self, conn: AsyncConnection, subject: str, client_id: str) -> set[str]:
+        rows = await conn.execute(select(C.c.scope).where(C.c.subject == subject, C.c.client_id == client_id))
+        return {row.scope for row in rows}
+
+    async def grant(
+        self, conn: AsyncConnection, subject: str, client_id: str, scopes: Iterable[str], now: int
+    ) -> None:
+        """Remember consent to each scope; a scope already granted keeps its first grant time."""
+        values = [
+            {"subject": subject, "client_id": client_id, "scope": scope, "granted_at": now}
+            for scope in sorted(set(scopes))
+        ]
+        if not values:
+            return
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        await conn.execute(dialect.insert(C).values(values).on_conflict_do_nothing())
+
+    async def revoke(self, conn: AsyncConnection, subject: str, client_id: str | None = None) -> int:
+        """Forget the consents of ``subject`` (to ``client_id`` only, when given); returns how many."""
+        query = delete(C).where(C.c.subject == subject)
+        if client_id is not None:
+            query = query.where(C.c.client_id == client_id)
+        return int((await conn.execute(query)).rowcount)

@@ -20,7 +20,11 @@
 # LAT_CONNECTIONS (4; 0 skips that run), DURATION (10), RUNS (3), RT_COUNT (10000), RT_WARMUP (2000),
 # MAX_INTERFERENCE (0.05, cc and jwks), REFRESH_MAX_INTERFERENCE (0.1), KEEP_JSON (a directory to copy the raw JSON to),
 # REV (a git revision: benchmark the issuer package of that commit, extracted with `git archive`
-# into the temporary directory and put first on PYTHONPATH; default: the working tree).
+# into the temporary directory and put first on PYTHONPATH; default: the working tree),
+# PROFILE (a directory: py-spy samples the issuer during each of its scenarios and writes
+# collapsed stacks there, issuer.cc.txt, issuer.refresh.txt, ...; read them with
+# bench/profile_top.py. The sampler runs on CPU 1 beside the load generator, so the figures of a
+# profiled run are not the ones to quote).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +43,7 @@ db_created=0
 
 cleanup() {
   set +e
-  for pid in $srv $peer_pid; do
+  for pid in ${profiler:-} $srv $peer_pid; do
     kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   done
   if [ "$db_created" = 1 ]; then
@@ -59,7 +63,7 @@ chmod -R u+w "$work/harness"
 load="$work/harness/load.sh"
 if [ -n "${REV:-}" ]; then
   mkdir -p "$work/src"
-  git -C "$root" archive "$REV" issuer | tar -x -C "$work/src"
+  git -C "$root" archive "$REV" issuer alembic alembic.ini | tar -x -C "$work/src"  # migrations: store/migrations.py
   export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
   log "issuer package from $REV ($(git -C "$root" rev-parse --short "$REV"))"
 fi
@@ -88,14 +92,32 @@ log "issuer: pid $srv on 127.0.0.1:$port (CPU $(taskset -pc "$srv" | awk '{print
 mint="$py $root/bench/mint_refresh.py --client-id $client_id --count {n}"
 common=(--client-id "$client_id" --client-secret "$client_secret" --server-pid "$srv"
   --connections "$connections" --duration "$duration" --runs "$runs" --rt-count "$rt_count" --rt-warmup "$rt_warmup")
+profiler=""
+start_profile() {  # NAME: sample the server until stop_profile
+  [ -n "${PROFILE:-}" ] || return 0
+  [ -x "$root/.venv/bin/py-spy" ] || { echo "PROFILE needs py-spy: .venv/bin/pip install py-spy" >&2; exit 2; }
+  mkdir -p "$PROFILE"
+  taskset -c 1 "$root/.venv/bin/py-spy" record --pid "$srv" --rate "${PROFILE_RATE:-200}" --format raw \
+    --nonblocking -o "$PROFILE/$1.txt" >"$work/py-spy.$1.log" 2>&1 &
+  profiler=$!
+}
+stop_profile() {
+  [ -n "$profiler" ] || return 0
+  kill -INT "$profiler" 2>/dev/null; wait "$profiler" 2>/dev/null || true
+  profiler=""
+}
 issuer_args=(--base-url "http://127.0.0.1:$port" --jwks-path /.well-known/jwks.json "${common[@]}")
 # Discard (and repeat) runs disturbed by other processes on the server's core. PostgreSQL's backend
 # is not pinned and may run there during refresh runs, so refresh gets a looser bound.
+start_profile issuer.cc
 "$load" "${issuer_args[@]}" --only cc,jwks --max-interference "$max_interference" --max-retries 4 \
   --label "issuer cc+jwks" --out "$work/issuer.cc.json"
+stop_profile
 refresh_filter=(--max-interference "$refresh_max_interference" --max-retries 4)
+start_profile issuer.refresh
 "$load" "${issuer_args[@]}" --only refresh --rt-cmd "$mint" "${refresh_filter[@]}" \
   --label "issuer refresh" --out "$work/issuer.refresh.json"
+stop_profile
 if [ "$lat_connections" != 0 ]; then
   "$load" "${issuer_args[@]}" --only refresh --rt-cmd "$mint" --connections "$lat_connections" \
     "${refresh_filter[@]}" --label "issuer refresh c=$lat_connections" --out "$work/issuer.refresh-lat.json"

@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import exc
+from sqlalchemy.util import greenlet_spawn
 
 from issuer.errors import TemporarilyUnavailable
 from issuer.store.database import Database, is_outage
@@ -129,18 +130,22 @@ async def driver_connection(db: Database) -> AsyncIterator[Any]:
     commits by itself); outages become 503. A connection that failed is invalidated, so the pool
     does not hand it out again."""
     try:
-        async with db.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            try:
-                yield driver
-            except _DRIVER_OUTAGES as error:
-                await conn.invalidate()
-                raise TemporarilyUnavailable(detail=f"database: {type(error).__name__}") from error
+        # The pool's connection without an engine Connection around it (its events and
+        # execution options are for SQL that SQLAlchemy sends; this sends its own).
+        pooled = await db.engine.raw_connection()
     except (TimeoutError, exc.SQLAlchemyError, OSError) as error:  # checking a connection out
         if is_outage(error):
             raise TemporarilyUnavailable(detail=f"database: {type(error).__name__}") from error
         raise
+    try:
+        yield pooled.driver_connection
+    except _DRIVER_OUTAGES as error:
+        await greenlet_spawn(pooled.invalidate)
+        raise TemporarilyUnavailable(detail=f"database: {type(error).__name__}") from error
+    finally:
+        # Back to the pool: its reset rolls back nothing (no adapter transaction was begun, and
+        # asyncpg's own transaction block has ended), so this needs no greenlet.
+        pooled.close()
 
 
 @asynccontextmanager

@@ -3,6 +3,7 @@
 #
 #   bench/token_load.sh            # issuer: cc, refresh, jwks; then the peer (oidc-provider) likewise
 #   PEER=0 bench/token_load.sh     # issuer only
+#   FLOOR=0 bench/token_load.sh    # without the floor programs (bench/floor_app.py)
 #
 # What it does, every run from scratch: copies the harness to a temporary directory (npm ci
 # there), creates a fresh PostgreSQL database, `issuer db upgrade`, registers a client
@@ -12,7 +13,10 @@
 # issuer's own model layer, same database; the app has no mint route). Then, with PEER=1, it does
 # the same for panva's oidc-provider (server.mjs from the harness copy, on this machine's node),
 # prints one table with both and the ratio, and finally a refresh run at LAT_CONNECTIONS
-# connections: the rotation latency at about the peer's request rate. Everything it created
+# connections: the rotation latency at about the peer's request rate. With FLOOR=1 (the default)
+# it also measures the floor of ../shared/bench/LIMITS.md in the same run: bench/floor_app.py, a
+# bare ASGI app on uvicorn answering a form POST with one ES256 token and GET /jwks with fixed
+# bytes, pinned to CPU 0 like the others (cc and jwks only). Everything it created
 # (server processes, database, temporary directory) is removed on exit.
 #
 # Environment: HARNESS (default ../shared/bench beside the repository), PG_ADMIN_URL
@@ -20,13 +24,19 @@
 # LAT_CONNECTIONS (4; 0 skips that run), DURATION (10), RUNS (3), RT_COUNT (10000), RT_WARMUP (2000),
 # MAX_INTERFERENCE (0.05, cc and jwks), REFRESH_MAX_INTERFERENCE (0.1), KEEP_JSON (a directory to copy the raw JSON to),
 # REV (a git revision: benchmark the issuer package of that commit, extracted with `git archive`
-# into the temporary directory and put first on PYTHONPATH; default: the working tree).
+# into the temporary directory and put first on PYTHONPATH; default: the working tree),
+# PROFILE (a directory: py-spy samples the issuer during each of its scenarios and writes
+# collapsed stacks there, issuer.cc.txt, issuer.refresh.txt, ...; read them with
+# bench/profile_top.py. The sampler runs on CPU 1 beside the load generator, so the figures of a
+# profiled run are not the ones to quote).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
 peer="${PEER:-1}"
+floor="${FLOOR:-1}"
+floor_pid=""
 lat_connections="${LAT_CONNECTIONS:-4}"
 max_interference="${MAX_INTERFERENCE:-0.05}"
 refresh_max_interference="${REFRESH_MAX_INTERFERENCE:-0.1}"
@@ -39,7 +49,7 @@ db_created=0
 
 cleanup() {
   set +e
-  for pid in $srv $peer_pid; do
+  for pid in ${profiler:-} $srv $peer_pid $floor_pid; do
     kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   done
   if [ "$db_created" = 1 ]; then
@@ -59,7 +69,7 @@ chmod -R u+w "$work/harness"
 load="$work/harness/load.sh"
 if [ -n "${REV:-}" ]; then
   mkdir -p "$work/src"
-  git -C "$root" archive "$REV" issuer | tar -x -C "$work/src"
+  git -C "$root" archive "$REV" issuer alembic alembic.ini | tar -x -C "$work/src"  # migrations: store/migrations.py
   export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
   log "issuer package from $REV ($(git -C "$root" rev-parse --short "$REV"))"
 fi
@@ -88,14 +98,32 @@ log "issuer: pid $srv on 127.0.0.1:$port (CPU $(taskset -pc "$srv" | awk '{print
 mint="$py $root/bench/mint_refresh.py --client-id $client_id --count {n}"
 common=(--client-id "$client_id" --client-secret "$client_secret" --server-pid "$srv"
   --connections "$connections" --duration "$duration" --runs "$runs" --rt-count "$rt_count" --rt-warmup "$rt_warmup")
+profiler=""
+start_profile() {  # NAME: sample the server until stop_profile
+  [ -n "${PROFILE:-}" ] || return 0
+  [ -x "$root/.venv/bin/py-spy" ] || { echo "PROFILE needs py-spy: .venv/bin/pip install py-spy" >&2; exit 2; }
+  mkdir -p "$PROFILE"
+  taskset -c 1 "$root/.venv/bin/py-spy" record --pid "$srv" --rate "${PROFILE_RATE:-200}" --format raw \
+    --nonblocking -o "$PROFILE/$1.txt" >"$work/py-spy.$1.log" 2>&1 &
+  profiler=$!
+}
+stop_profile() {
+  [ -n "$profiler" ] || return 0
+  kill -INT "$profiler" 2>/dev/null; wait "$profiler" 2>/dev/null || true
+  profiler=""
+}
 issuer_args=(--base-url "http://127.0.0.1:$port" --jwks-path /.well-known/jwks.json "${common[@]}")
 # Discard (and repeat) runs disturbed by other processes on the server's core. PostgreSQL's backend
 # is not pinned and may run there during refresh runs, so refresh gets a looser bound.
+start_profile issuer.cc
 "$load" "${issuer_args[@]}" --only cc,jwks --max-interference "$max_interference" --max-retries 4 \
   --label "issuer cc+jwks" --out "$work/issuer.cc.json"
+stop_profile
 refresh_filter=(--max-interference "$refresh_max_interference" --max-retries 4)
+start_profile issuer.refresh
 "$load" "${issuer_args[@]}" --only refresh --rt-cmd "$mint" "${refresh_filter[@]}" \
   --label "issuer refresh" --out "$work/issuer.refresh.json"
+stop_profile
 if [ "$lat_connections" != 0 ]; then
   "$load" "${issuer_args[@]}" --only refresh --rt-cmd "$mint" --connections "$lat_connections" \
     "${refresh_filter[@]}" --label "issuer refresh c=$lat_connections" --out "$work/issuer.refresh-lat.json"
@@ -122,6 +150,21 @@ if [ "$peer" = 1 ]; then
   peer_pid=""
 fi
 
+# --- the floor: a bare ASGI app, same harness, same placement ----------------------------------
+if [ "$floor" = 1 ]; then
+  fport="$(free_port)"
+  taskset -c 0 "$py" "$root/bench/floor_app.py" --port "$fport" >"$work/floor.log" 2>&1 &
+  floor_pid=$!
+  wait_http "http://127.0.0.1:$fport/jwks" "$floor_pid" "$work/floor.log"
+  log "floor: bench/floor_app.py pid $floor_pid on 127.0.0.1:$fport"
+  "$load" --base-url "http://127.0.0.1:$fport" --jwks-path /jwks --client-id floor --client-secret floor \
+    --server-pid "$floor_pid" --connections "$connections" --duration "$duration" --runs "$runs" \
+    --only cc,jwks --max-interference "$max_interference" --max-retries 4 \
+    --label "floor" --out "$work/floor.json"
+  kill "$floor_pid" && wait "$floor_pid" 2>/dev/null || true
+  floor_pid=""
+fi
+
 # --- the figures --------------------------------------------------------------------------------
 "$py" - "$work" "$connections" "$lat_connections" <<'EOF'
 import json, os, platform, subprocess, sys
@@ -134,14 +177,15 @@ def load(name):
 issuer = {**load("issuer.cc.json"), **load("issuer.refresh.json")}
 lat = load("issuer.refresh-lat.json").get("refresh_rotation")
 peer = load("peer.json")
+floor = load("floor.json")
 RECORDED = {"client_credentials": 1595, "refresh_rotation": 1427, "jwks": 6097}  # Node 22, per CPU-s
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"\nmachine: {os.cpu_count()} vCPU {cpu}; Linux {platform.release()}; Python {platform.python_version()}; "
       f"node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}; "
       f"server on CPU 0, load generator on CPU 1; {conns} connections")
 print("\n| scenario | issuer req/s per server CPU-s | wall req/s | p50 ms | p99 ms | non-2xx | "
-      "peer req/s per CPU-s | peer p50 / p99 ms | issuer / peer |")
-print("|---|---|---|---|---|---|---|---|---|")
+      "peer req/s per CPU-s | peer p50 / p99 ms | issuer / peer | floor req/s per CPU-s | issuer / floor |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for key, label, rate in (("client_credentials", "client_credentials", "rps"),
                          ("refresh_rotation", "refresh_token rotation", "rotations_per_s"),
                          ("jwks", "GET JWKS", "rps")):
@@ -152,15 +196,17 @@ for key, label, rate in (("client_credentials", "client_credentials", "rps"),
     peer_rate = p["per_server_cpu_s"] if p else RECORDED[key]
     peer_note = f"{p['per_server_cpu_s']:.0f}" if p else f"{RECORDED[key]} (recorded)"
     peer_lat = f"{p['lat_ms.p50']:.1f} / {p['lat_ms.p99']:.1f}" if p else "-"
+    f = floor.get(key, {}).get("median")
+    floor_note = f"{f['per_server_cpu_s']:.0f} | {m['per_server_cpu_s'] / f['per_server_cpu_s']:.2f}" if f else "- | -"
     print(f"| {label} | {m['per_server_cpu_s']:.0f} | {m[rate]:.0f} | {m['lat_ms.p50']:.2f} | "
           f"{m['lat_ms.p99']:.2f} | {m['non2xx']} | {peer_note} | {peer_lat} | "
-          f"{m['per_server_cpu_s'] / peer_rate:.2f} |")
+          f"{m['per_server_cpu_s'] / peer_rate:.2f} | {floor_note} |")
 if lat:
     m = lat["median"]
     print(f"\nrefresh rotation at {lat_conns} connections: {m['rotations_per_s']:.0f} rotations/s "
           f"({m['per_server_cpu_s']:.0f} per server CPU-s), p50 {m['lat_ms.p50']:.2f} ms, "
           f"p99 {m['lat_ms.p99']:.2f} ms, non-2xx {m['non2xx']}")
-for name, s in (("issuer", issuer), ("peer", peer)):
+for name, s in (("issuer", issuer), ("peer", peer), ("floor", floor)):
     for key, v in s.items():
         med = v.get("median", {})
         print(f"{name} {key}: server CPU util {med.get('server_cpu_util')}, other CPU on its core "

@@ -32,6 +32,7 @@ __all__ = [
     "derive_key",
     "format_scope",
     "parse_scope",
+    "scope_within",
 ]
 
 REFRESH_PREFIX = "irt_"
@@ -55,6 +56,15 @@ def parse_scope(raw: str | None) -> frozenset[str] | None:
     if not all(_SCOPE_TOKEN.fullmatch(token) for token in tokens):
         raise InvalidScope("scope must be space-separated scope tokens (RFC 6749 3.3)")
     return frozenset(tokens)
+
+
+def scope_within(wanted: frozenset[str] | None, ceiling: frozenset[str]) -> str:
+    """RFC 6749 3.3: ``wanted`` if within ``ceiling`` (``invalid_scope`` if not); None means all of it."""
+    if wanted is None:
+        return format_scope(ceiling)
+    if not wanted <= ceiling:
+        raise InvalidScope("the requested scope exceeds what may be granted")
+    return format_scope(wanted)
 
 
 def format_scope(scopes: frozenset[str] | set[str]) -> str:

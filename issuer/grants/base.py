@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from issuer.clients import ClientRecord
-from issuer.errors import InvalidScope, UnauthorizedClient
+from issuer.errors import UnauthorizedClient
 from issuer.settings import Settings
 from issuer.store.database import Database
 from issuer.store.refresh import LoginStore, Outcome
-from issuer.tokens import AccessTokenMinter, RefreshTokens, format_scope, parse_scope
+from issuer.tokens import AccessTokenMinter, RefreshTokens, parse_scope, scope_within
 from issuer.users import UserDirectory
 
 __all__ = [
@@ -100,9 +100,4 @@ def require_grant(client: ClientRecord, grant_type: str) -> None:
 
 def grant_scope(requested: str | None, ceiling: frozenset[str]) -> str:
     """RFC 6749 3.3: the requested scope if within ``ceiling``; absent means all of it."""
-    wanted = parse_scope(requested)
-    if wanted is None:
-        return format_scope(ceiling)
-    if not wanted <= ceiling:
-        raise InvalidScope("the requested scope exceeds what may be granted")
-    return format_scope(wanted)
+    return scope_within(parse_scope(requested), ceiling)

@@ -10,8 +10,8 @@ family, fires the ``on_family_revoked`` hooks (the denylist kills the family's a
 from __future__ import annotations
 
 from issuer.errors import InvalidGrant
-from issuer.grants.base import GrantContext, TokenRequest, TokenResponse, grant_scope, require_grant
-from issuer.store.refresh import Outcome, Presentation
+from issuer.grants.base import GrantContext, TokenRequest, TokenResponse, require_grant
+from issuer.store.refresh import Narrowing, Outcome, Presentation
 
 GRANT_TYPE = "refresh_token"
 
@@ -44,9 +44,9 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
         grace=ctx.settings.refresh_grace,
     )
 
-    def narrow(current: str) -> str:
-        # Never beyond the presented token's scope, nor beyond what the client may still have.
-        return grant_scope(requested, frozenset(current.split()) & client.scopes)
+    # Never beyond the presented token's scope, nor beyond what the client may still have: as
+    # data, so that the store may apply it in the rotation's own statement.
+    narrow = Narrowing(requested, client.scopes)
 
     # An unreachable denylist answers 503 before the token is spent. The session check itself
     # stays outside the rotation's transaction: without Redis it may read the database, which

@@ -27,16 +27,19 @@ from typing import Protocol
 from sqlalchemy import exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.errors import InvalidScope
 from issuer.store import refresh_pg
 from issuer.store.audit import AuditStore
 from issuer.store.bounded import stored_address
 from issuer.store.database import Database
 from issuer.store.rows import every, one
 from issuer.store.tables import Client, RefreshFamily, RefreshToken, User
+from issuer.tokens import format_scope, parse_scope, scope_within
 
 __all__ = [
     "FamilyStore",
     "LoginStore",
+    "Narrowing",
     "Outcome",
     "Presentation",
     "RefreshLookup",
@@ -91,6 +94,19 @@ class Presentation:
     now: int
     idle_ttl: int
     grace: int
+
+
+@dataclass(frozen=True, slots=True)
+class Narrowing:
+    """A rotation's ``narrow`` as data, so that a store can apply it inside its own statement:
+    the successor gets the ``requested`` scope (absent: all of it) within the presented token's
+    scope and the client's ``ceiling``; beyond that, or malformed, it is ``invalid_scope``."""
+
+    requested: str | None
+    ceiling: frozenset[str]
+
+    def __call__(self, current: str) -> str:
+        return scope_within(parse_scope(self.requested), frozenset(current.split()) & self.ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +301,39 @@ class RefreshStore:
         raise _NotConsumable
 
     async def _consume_pg(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation:
-        """:meth:`_consume` as one statement (:mod:`issuer.store.refresh_pg`), same transaction rules."""
+        """:meth:`_consume` as one statement (:mod:`issuer.store.refresh_pg`), same transaction rules.
+
+        A plain rotation with a :class:`Narrowing` is one self-committing statement
+        (:func:`refresh_pg.rotate`); whatever it does not decide (it wrote nothing) takes the
+        transactional path, which narrows in Python and classifies as before.
+        """
+        if isinstance(narrow, Narrowing):
+            try:
+                wanted = parse_scope(narrow.requested)
+            except InvalidScope:
+                pass  # malformed: the transactional path raises it, after looking at the token
+            else:
+                row = await refresh_pg.rotate(
+                    db,
+                    digest=p.digest,
+                    successor_digest=p.successor_digest,
+                    client_id=p.client_id,
+                    address=stored_address(p.address),
+                    now=p.now,
+                    idle_ttl=p.idle_ttl,
+                    wanted=wanted,
+                    ceiling=narrow.ceiling,
+                    successor_scope=None if wanted is None else format_scope(wanted),
+                )
+                if row is not None:
+                    return Rotation(
+                        Outcome.ROTATED,
+                        row["family_id"],
+                        row["subject"],
+                        row["scope"],
+                        row["expires_at"],
+                        row["created_at"],
+                    )
         async with refresh_pg.driver_transaction(db) as driver:
             row = await refresh_pg.consume(
                 driver,

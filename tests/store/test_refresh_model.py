@@ -39,7 +39,7 @@ from hypothesis.stateful import (
 from sqlalchemy import select
 
 from issuer.store.database import Database
-from issuer.store.refresh import Outcome, Presentation, RefreshStore
+from issuer.store.refresh import Narrowing, Outcome, Presentation, RefreshStore
 from issuer.store.tables import RefreshFamily, RefreshToken
 from issuer.tokens import RefreshTokens
 
@@ -93,6 +93,7 @@ class RefreshModel(RuleBasedStateMachine):
         self.families: dict[str, ModelFamily] = {}
         self.tokens: dict[str, ModelToken] = {}
         self.last_used: str | None = None  # the token spent most recently (the replay candidate)
+        self.presented = 0  # presentations alternate between the two ways the store narrows
 
     # ------------------------------------------------------------------ plumbing
 
@@ -169,9 +170,11 @@ class RefreshModel(RuleBasedStateMachine):
 
     def present(self, token: str, client_id: str) -> str | None:
         expected = self.expect(token, client_id)
-        result = self.run(
-            self.store.rotate(self.db, self.presentation(token, client_id), lambda scope: scope)
-        )
+        # A Narrowing (as the grant passes it) takes PostgreSQL's one-statement rotation; any other
+        # callable the transactional path. Both must agree with the model.
+        self.presented += 1
+        narrow = Narrowing(None, frozenset(SCOPE.split())) if self.presented % 2 else (lambda scope: scope)
+        result = self.run(self.store.rotate(self.db, self.presentation(token, client_id), narrow))
         assert result.outcome is expected, (result, expected)
         self.seen[expected] += 1
         known = self.tokens.get(token)

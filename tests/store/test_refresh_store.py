@@ -1,19 +1,23 @@
 """The refresh-token store's contract, on SQLite and PostgreSQL (DESIGN.md, refresh tokens).
 
 Time is passed in (``Presentation.now``), so idle and absolute expiry are tested without sleeping.
+Every test runs with both kinds of ``narrow``: a :class:`Narrowing` (what the grant passes: on
+PostgreSQL the one-statement rotation of :func:`issuer.store.refresh_pg.rotate`) and a plain
+callable (the transactional path).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import select, text
 
 from issuer.errors import InvalidScope
 from issuer.runtime import Runtime
-from issuer.store.refresh import Outcome, Presentation
+from issuer.store.refresh import Narrowing, Outcome, Presentation
 from issuer.store.tables import AuditEvent, DenylistEntry, RefreshFamily, RefreshToken
 
 NOW = 1_900_000_000
@@ -67,8 +71,20 @@ def keep(scope: str) -> str:
     return scope
 
 
+CLIENT_SCOPES = frozenset({"read", "write", "admin"})
+NARROW: dict[str, Callable[[str], str]] = {"keep": keep}
+
+
+@pytest.fixture(autouse=True, params=["narrowing", "callable"])
+def narrow_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    NARROW["keep"] = Narrowing(None, CLIENT_SCOPES) if request.param == "narrowing" else keep
+    yield request.param
+    NARROW["keep"] = keep
+
+
 async def rotate(runtime: Runtime, token: str, *, now: int, **kwargs: object):
-    return await runtime.refresh_store.rotate(runtime.db, present(runtime, token, now=now, **kwargs), keep)  # type: ignore[arg-type]
+    presentation = present(runtime, token, now=now, **kwargs)  # type: ignore[arg-type]
+    return await runtime.refresh_store.rotate(runtime.db, presentation, NARROW["keep"])
 
 
 async def test_only_digests_are_stored(runtime: Runtime) -> None:
@@ -270,3 +286,76 @@ async def test_concurrent_rotations_have_one_winner(runtime: Runtime) -> None:
     outcomes = sorted(result.outcome.value for result in results)
     assert outcomes.count("rotated") == 1, outcomes
     assert set(outcomes) <= {"rotated", "reused", "revoked"}
+
+
+@pytest.mark.parametrize(
+    ("stored", "requested", "ceiling"),
+    [
+        ("read write", None, CLIENT_SCOPES),
+        ("read write", "read", CLIENT_SCOPES),
+        ("write read", None, CLIENT_SCOPES),  # stored unsorted: the successor is sorted
+        ("read write admin", None, frozenset({"write", "read"})),  # the client lost a scope
+        ("Zeta alpha _b a-1", None, frozenset({"Zeta", "alpha", "_b", "a-1"})),  # code-point order
+        ("read write", "write read", frozenset({"read", "write"})),
+        ("", None, CLIENT_SCOPES),
+        ("read", None, frozenset()),
+    ],
+)
+async def test_narrowing_in_the_statement_is_the_grants_narrowing(
+    runtime: Runtime, stored: str, requested: str | None, ceiling: frozenset[str]
+) -> None:
+    _, token = await login(runtime, scope=stored)
+    narrow = Narrowing(requested, ceiling)
+    expected = narrow(stored)
+    result = await runtime.refresh_store.rotate(runtime.db, present(runtime, token, now=NOW), narrow)
+    assert result.outcome is Outcome.ROTATED and result.scope == expected
+    async with runtime.db.transaction() as conn:
+        digest = runtime.grants.refresh_tokens.digest(runtime.grants.refresh_tokens.successor_of(token))
+        stored_successor = (
+            await conn.execute(
+                select(RefreshToken.__table__.c.scope).where(RefreshToken.__table__.c.digest == digest)
+            )  # type: ignore[attr-defined]
+        ).scalar_one()
+    assert stored_successor == expected
+
+
+@pytest.mark.parametrize(
+    ("requested", "ceiling"),
+    [
+        ("read admin", CLIENT_SCOPES),
+        ("read", frozenset({"write"})),
+        ("read  write", CLIENT_SCOPES),
+        ("", CLIENT_SCOPES),
+    ],
+)
+async def test_a_scope_beyond_the_ceiling_or_malformed_is_invalid_and_spends_nothing(
+    runtime: Runtime, requested: str, ceiling: frozenset[str]
+) -> None:
+    _, token = await login(runtime, scope="read write")
+    with pytest.raises(InvalidScope):
+        await runtime.refresh_store.rotate(
+            runtime.db, present(runtime, token, now=NOW), Narrowing(requested, ceiling)
+        )
+    assert (await rotate(runtime, token, now=NOW + 1)).outcome is Outcome.ROTATED  # not spent
+
+
+async def test_a_malformed_scope_with_an_unknown_token_is_still_an_unknown_token(runtime: Runtime) -> None:
+    unknown = present(runtime, runtime.grants.refresh_tokens.new(), now=NOW)
+    result = await runtime.refresh_store.rotate(runtime.db, unknown, Narrowing("read  write", CLIENT_SCOPES))
+    assert result.outcome is Outcome.UNKNOWN
+
+
+async def test_a_family_that_is_not_live_spends_nothing(runtime: Runtime) -> None:
+    family, token = await login(runtime)
+    async with runtime.db.transaction() as conn:
+        await runtime.refresh_store.revoke_family(conn, family, NOW, "test")
+    assert (await rotate(runtime, token, now=NOW)).outcome is Outcome.REVOKED
+    async with runtime.db.transaction() as conn:
+        used = (
+            await conn.execute(
+                select(RefreshToken.__table__.c.used_at).where(  # type: ignore[attr-defined]
+                    RefreshToken.__table__.c.digest == runtime.grants.refresh_tokens.digest(token)  # type: ignore[attr-defined]
+                )
+            )
+        ).scalar_one()
+    assert used is None

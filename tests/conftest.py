@@ -16,6 +16,7 @@ from issuer.keys.material import KeyMaterial, b64encode
 from issuer.runtime import Runtime
 from issuer.settings import Settings, load
 from issuer.store import migrations
+from issuer.store.database import Database
 from tests import support
 
 
@@ -107,6 +108,16 @@ def sqlite_url(tmp_path: Path) -> str:
 def database_url(request: pytest.FixtureRequest) -> str:
     """Parametrises a test over both supported databases."""
     return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A :class:`Database` on this test's own migrated database (both backends, as ``database_url``)."""
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 # ---------------------------------------------------------------- runtime and servers

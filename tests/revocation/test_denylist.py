@@ -110,15 +110,6 @@ def test_entries_parse_strictly() -> None:
             Entry.from_json(bad)
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
-
-
 def make(db: Database, redis_url: str | None = None, prefix: str = "issuer:", **kwargs: Any) -> Denylist:
     return Denylist(db, redis_url=redis_url, prefix=prefix, leeway=60, cache_refresh=0, **kwargs)
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import select
 
 from issuer.store.database import Database
@@ -22,15 +20,6 @@ from issuer.store.tables import AuthorizationCode, BrowserSession
 NOW = 1_900_000_000
 IDLE = 3600
 ABSOLUTE = 8 * 3600
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 def digest(secret: str) -> bytes:

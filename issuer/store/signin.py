@@ -124,15 +124,13 @@ class SessionStore:
 
     async def end_subject(self, conn: AsyncConnection, subject: str, now: int, reason: str) -> list[str]:
         """End every session of ``subject`` that has not ended; returns their ids."""
-        ids = [
-            row.id
-            for row in await conn.execute(
-                select(S.c.id).where(S.c.subject == subject, S.c.ended_at.is_(None)).order_by(S.c.id)
-            )
-        ]
-        if ids:
-            await conn.execute(update(S).where(S.c.id.in_(ids)).values(ended_at=now, ended_reason=reason))
-        return ids
+        ended = await conn.execute(
+            update(S)
+            .where(S.c.subject == subject, S.c.ended_at.is_(None))
+            .values(ended_at=now, ended_reason=reason)
+            .returning(S.c.id)
+        )
+        return sorted(row.id for row in ended)
 
     async def sessions(
         self, conn: AsyncConnection, subject: str, *, live_at: int | None = None
@@ -221,19 +219,23 @@ class CodeStore:
     async def spend(self, conn: AsyncConnection, digest: bytes, now: int) -> CodeSpent:
         """Spend the code once: one conditional update decides (RFC 6749 4.1.2, single use).
 
-        The update's row count, not an earlier read, tells the winner, so of any number of racing
-        exchanges exactly one gets :attr:`Spend.SPENT`.
+        The update itself, not an earlier read, tells the winner (it returns the row only to the
+        call that spent it), so of any number of racing exchanges exactly one gets
+        :attr:`Spend.SPENT`; the winner's path is that one statement.
         """
-        won = await conn.execute(
+        spent = await conn.execute(
             update(A)
             .where(A.c.digest == digest, A.c.used_at.is_(None), A.c.expires_at > now)
             .values(used_at=now)
+            .returning(*A.c)
         )
+        won = one(StoredCode, spent.first())
+        if won is not None:
+            return CodeSpent(Spend.SPENT, won)
+        # Not spent by this call: one read tells a replay from an expired or an unknown code.
         code = one(StoredCode, (await conn.execute(select(A).where(A.c.digest == digest))).first())
         if code is None:
             return CodeSpent(Spend.UNKNOWN, None)
-        if won.rowcount == 1:
-            return CodeSpent(Spend.SPENT, code)
         return CodeSpent(Spend.REPLAYED if code.used_at is not None else Spend.EXPIRED, code)
 
     async def issued(self, conn: AsyncConnection, digest: bytes, family_id: str) -> None:

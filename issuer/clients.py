@@ -16,13 +16,17 @@ import time
 from dataclasses import dataclass
 
 from issuer.errors import InvalidClient
+from issuer.signin.redirects import check_redirect_uri
 from issuer.store.clients import ClientStore, StoredClient
 from issuer.store.database import Database
 from issuer.tokens import derive_key
 
-__all__ = ["GRANT_TYPES", "ClientDirectory", "ClientRecord", "NewClient"]
+__all__ = ["GRANT_TYPES", "ClientDirectory", "ClientRecord", "NewClient", "check_registration"]
 
-GRANT_TYPES = ("client_credentials", "password", "refresh_token")
+GRANT_TYPES = ("authorization_code", "client_credentials", "password", "refresh_token")
+# A public client (no secret: SPAs, mobile and desktop apps) cannot keep a credential, so it may
+# not use the grants that rest on one (RFC 9700 2.4).
+PUBLIC_FORBIDDEN_GRANTS = frozenset({"client_credentials", "password"})
 CLIENT_ID_PREFIX = "cli_"
 SECRET_PREFIX = "ics_"
 
@@ -40,6 +44,14 @@ class ClientRecord:
     secret_digest: bytes
     previous_secret_digest: bytes | None
     previous_secret_expires_at: int | None
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    public: bool = False  # token_endpoint_auth_method "none"
+    first_party: bool = False  # skips the consent page
+
+    @property
+    def auth_method(self) -> str:
+        return "none" if self.public else "client_secret_basic"
 
     @classmethod
     def from_stored(cls, row: StoredClient, default_audience: str) -> ClientRecord:
@@ -55,13 +67,43 @@ class ClientRecord:
             secret_digest=bytes(row.secret_digest),
             previous_secret_digest=bytes(row.previous_secret_digest) if row.previous_secret_digest else None,
             previous_secret_expires_at=row.previous_secret_expires_at,
+            redirect_uris=tuple(row.redirect_uris.split()),
+            post_logout_redirect_uris=tuple(row.post_logout_redirect_uris.split()),
+            public=bool(row.public),
+            first_party=bool(row.first_party),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class NewClient:
     client_id: str
-    client_secret: str
+    client_secret: str | None  # None: a public client
+
+
+def check_registration(
+    grant_types: list[str], *, public: bool, redirect_uris: list[str], post_logout_redirect_uris: list[str]
+) -> tuple[list[str], list[str]]:
+    """The registration rules of browser sign-in; returns the URIs as they will be stored.
+
+    Raises ValueError (one line, for the operator) when a grant is unknown, a public client asks
+    for a grant that needs a secret, an ``authorization_code`` client has no redirect URI, or a
+    URI is not acceptable (:func:`issuer.signin.redirects.check_redirect_uri`)."""
+    unknown = sorted(set(grant_types) - set(GRANT_TYPES))
+    if unknown:
+        raise ValueError(f"unknown grant type {unknown[0]!r} (known: {', '.join(GRANT_TYPES)})")
+    if public:
+        forbidden = sorted(set(grant_types) & PUBLIC_FORBIDDEN_GRANTS)
+        if forbidden:
+            raise ValueError(f"a public client may not use the {forbidden[0]} grant (it has no secret)")
+        if "authorization_code" not in grant_types:
+            raise ValueError("a public client needs the authorization_code grant")
+    redirects = [check_redirect_uri(uri) for uri in redirect_uris]
+    logouts = [check_redirect_uri(uri) for uri in post_logout_redirect_uris]
+    if "authorization_code" in grant_types and not redirects:
+        raise ValueError("the authorization_code grant needs at least one --redirect-uri")
+    if not redirects and "authorization_code" not in grant_types and logouts:
+        raise ValueError("post-logout redirect URIs are for authorization_code clients")
+    return list(dict.fromkeys(redirects)), list(dict.fromkeys(logouts))
 
 
 class ClientDirectory:
@@ -120,8 +162,25 @@ class ClientDirectory:
             ok |= hmac.compare_digest(presented, record.previous_secret_digest) and previous_live
         if not ok:
             raise InvalidClient(basic=basic, detail="wrong secret")
+        if record.public:
+            # A public client has no secret: one presented is not its own (and not accepted).
+            raise InvalidClient(basic=basic, detail="public client presented a secret")
         if record.disabled:
             raise InvalidClient(basic=basic, detail="disabled client")
+        return record
+
+    async def identify_public(self, client_id: str) -> ClientRecord:
+        """RFC 6749 2.1 / token_endpoint_auth_method ``none``: a public client names itself.
+
+        Only a public client may; a confidential client that sends no secret is
+        ``invalid_client``, as is an unknown or disabled one."""
+        record = await self.get(client_id) if len(client_id) <= 64 else None
+        if record is None:
+            raise InvalidClient(basic=False, detail="unknown client")
+        if not record.public:
+            raise InvalidClient(basic=False, detail="client authentication required")
+        if record.disabled:
+            raise InvalidClient(basic=False, detail="disabled client")
         return record
 
     async def create(
@@ -133,7 +192,20 @@ class ClientDirectory:
         audience: list[str] | None = None,
         access_token_ttl: int | None = None,
         can_introspect: bool = False,
+        redirect_uris: list[str] | None = None,
+        post_logout_redirect_uris: list[str] | None = None,
+        public: bool = False,
+        first_party: bool = False,
     ) -> NewClient:
+        """Register a client; ValueError (:func:`check_registration`) when the registration is not
+        acceptable. A public client gets no secret; its secret digest is that of a random value
+        nobody knows, so that no code path can ever match it."""
+        redirects, logouts = check_registration(
+            grant_types,
+            public=public,
+            redirect_uris=redirect_uris or [],
+            post_logout_redirect_uris=post_logout_redirect_uris or [],
+        )
         client_id = CLIENT_ID_PREFIX + secrets.token_urlsafe(16)
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)  # 256 bits
         now = int(time.time())
@@ -150,8 +222,12 @@ class ClientDirectory:
                 can_introspect=can_introspect,
                 created_at=now,
                 updated_at=now,
+                redirect_uris=" ".join(redirects),
+                post_logout_redirect_uris=" ".join(logouts),
+                public=public,
+                first_party=first_party,
             )
-        return NewClient(client_id, secret)
+        return NewClient(client_id, None if public else secret)
 
     async def set_disabled(self, client_id: str, disabled: bool) -> bool:
         """Disable (or enable) a client; True when that changed something. A disabled client fails
@@ -179,6 +255,8 @@ class ClientDirectory:
             row = await self.store.get(conn, client_id)
             if row is None:
                 raise LookupError(f"no client {client_id!r}")
+            if row.public:
+                raise ValueError(f"{client_id} is a public client: it has no secret to rotate")
             await self.store.update(
                 conn,
                 client_id,

@@ -25,10 +25,12 @@ from issuer.ratelimit import RateLimits
 from issuer.revocation.denylist import Denylist
 from issuer.revocation.service import Revocation
 from issuer.settings import Settings, jwks_max_age
+from issuer.signin.csrf import CSRF
 from issuer.store import migrations
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.refresh import RefreshStore
+from issuer.store.signin import CodeStore, ConsentStore, SessionStore
 from issuer.tokens import AccessTokenMinter, RefreshTokens
 from issuer.users import Passwords, UserDirectory
 
@@ -70,6 +72,11 @@ class Runtime:
         )
         self.users = UserDirectory(self.db, self.passwords)
         self.refresh_store = RefreshStore(self.audit)
+        # Browser sign-in (issuer.signin): SSO sessions, one-time codes, consents, forms' CSRF tokens.
+        self.browser_sessions = SessionStore()
+        self.codes = CodeStore()
+        self.consents = ConsentStore()
+        self.csrf = CSRF(self.material.hmac_key)
         self.grants = GrantContext(
             settings=settings,
             db=self.db,
@@ -77,6 +84,8 @@ class Runtime:
             refresh_tokens=RefreshTokens(self.material.hmac_key),
             refresh_store=self.refresh_store,
             users=self.users,
+            codes=self.codes,
+            browser_sessions=self.browser_sessions,
             clock=self.clock,
         )
         # Metadata members contributed by optional endpoints (revocation, introspection, ...).
@@ -104,6 +113,7 @@ class Runtime:
             audit=self.audit,
             clock=self.clock,
             clock_skew=settings.clock_skew,
+            browser_sessions=self.browser_sessions,
         )
         # A signing key on the denylist never signs (the minter looks it up before every token)
         # and leaves the JWKS at the next reload, which its appearance triggers at once.

@@ -119,6 +119,20 @@ def _path(name: str) -> Callable[[str], Path]:
     return Path
 
 
+def _directory(name: str) -> Callable[[str], Path | None]:
+    """An existing directory (checked at start, so that a typo is one line, not a 500 later)."""
+
+    def parse(raw: str) -> Path | None:
+        if not raw:
+            return None
+        path = Path(raw)
+        if not path.is_dir():
+            raise SettingsError(f"{name}={raw!r} is not a directory")
+        return path
+
+    return parse
+
+
 def _proxies(name: str) -> Callable[[str], tuple[str, ...]]:
     """Comma-separated IP addresses or CIDR networks (normalised)."""
 
@@ -538,6 +552,59 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "limits).",
         ),
     ] = ()
+    authorization_code_ttl: Annotated[
+        int,
+        Meta(
+            ge=5,
+            le=600,
+            description="How long an authorization code may wait for its exchange at /token (single use "
+            "either way).",
+        ),
+    ] = 60
+    authorization_request_ttl: Annotated[
+        int,
+        Meta(
+            ge=60,
+            le=DAY,
+            description="How long a browser may take on the login and consent pages of one authorization "
+            "request.",
+        ),
+    ] = 900
+    browser_session_idle_ttl: Annotated[
+        int,
+        Meta(
+            ge=60,
+            le=365 * DAY,
+            description="The issuer's browser session (single sign-on) ends after this long without a "
+            "sign-in through it.",
+        ),
+    ] = DAY // 2
+    browser_session_absolute_ttl: Annotated[
+        int,
+        Meta(
+            ge=60,
+            le=365 * DAY,
+            description="The browser session ends this long after the password was entered, however often "
+            "it is used.",
+        ),
+    ] = 7 * DAY
+    templates_dir: Annotated[
+        Path | None,
+        Meta(
+            extra={"parse": _directory},
+            description="A directory of Jinja templates that replace the default sign-in pages "
+            "(`login.html`, `consent.html`, `logout.html`, `error.html`; see Browser sign-in). Unset: the "
+            "built-in pages.",
+        ),
+    ] = None
+    page_title: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=100,
+            description="The name the sign-in pages show in their title and heading.",
+        ),
+    ] = "issuer"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (field names, typed values), checked as :func:`load` checks."""
@@ -632,6 +699,11 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(
             f"ISSUER_REFRESH_IDLE_TTL ({settings.refresh_idle_ttl}) must not exceed "
             f"ISSUER_REFRESH_ABSOLUTE_TTL ({settings.refresh_absolute_ttl})"
+        )
+    if settings.browser_session_idle_ttl > settings.browser_session_absolute_ttl:
+        raise SettingsError(
+            f"ISSUER_BROWSER_SESSION_IDLE_TTL ({settings.browser_session_idle_ttl}) must not exceed "
+            f"ISSUER_BROWSER_SESSION_ABSOLUTE_TTL ({settings.browser_session_absolute_ttl})"
         )
     if settings.refresh_grace >= settings.refresh_idle_ttl:
         raise SettingsError("ISSUER_REFRESH_GRACE must be shorter than ISSUER_REFRESH_IDLE_TTL")

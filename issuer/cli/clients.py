@@ -113,12 +113,17 @@ async def clients_rotate_secret(client_id: str, keep_previous: int, as_json: boo
         click.echo(f"The previous secret stays valid for {keep_previous} s.", err=True)
 
 
-def _print_secret(client_id: str, client_secret: str, as_json: bool) -> None:
+def _print_secret(client_id: str, client_secret: str | None, as_json: bool) -> None:
+    """The new client's id and secret; a public client has no secret (and none is printed)."""
     if as_json:
-        click.echo(json.dumps({"client_id": client_id, "client_secret": client_secret}))
+        shown = {"client_id": client_id}
+        if client_secret is not None:
+            shown["client_secret"] = client_secret
+        click.echo(json.dumps(shown))
     else:
         click.echo(f"client_id:     {client_id}")
-        click.echo(f"client_secret: {client_secret}")
+        if client_secret is not None:
+            click.echo(f"client_secret: {client_secret}")
 
 
 async def _set_disabled(runtime: Runtime, client_id: str, disable: bool) -> Switched:

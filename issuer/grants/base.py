@@ -13,6 +13,7 @@ from issuer.errors import UnauthorizedClient
 from issuer.settings import Settings
 from issuer.store.database import Database
 from issuer.store.refresh import LoginStore, Outcome
+from issuer.store.signin import CodeStore, SessionStore
 from issuer.tokens import AccessTokenMinter, RefreshTokens, parse_scope, scope_within
 from issuer.users import UserDirectory
 
@@ -61,6 +62,8 @@ class GrantContext:
     refresh_tokens: RefreshTokens
     refresh_store: LoginStore
     users: UserDirectory
+    codes: CodeStore = field(default_factory=CodeStore)
+    browser_sessions: SessionStore = field(default_factory=SessionStore)
     on_family_revoked: list[FamilyRevoked] = field(default_factory=list)
     session_checks: list[SessionCheck] = field(default_factory=list)
     ready_checks: list[ReadyCheck] = field(default_factory=list)

@@ -1,5 +1,6 @@
 """Client authentication at the token endpoint (RFC 6749 2.3.1): ``client_secret_basic`` and
-``client_secret_post``, exactly one of them per request. The credentials' syntax is checked
+``client_secret_post``, exactly one of them per request; a public client (``none``, RFC 6749 2.1)
+sends only its ``client_id``. The credentials' syntax is checked
 strictly (:mod:`issuer.http.edge`) before any lookup."""
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from issuer.errors import InvalidClient, InvalidRequest
 from issuer.http.edge import check_client_id, parse_basic
 from issuer.observability.logs import note_client
 
-__all__ = ["AUTH_METHODS", "authenticate_client"]
+__all__ = ["AUTH_METHODS", "TOKEN_AUTH_METHODS", "authenticate_client"]
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+# What the token endpoint accepts: the secret methods and, for public clients only, none.
+TOKEN_AUTH_METHODS = (*AUTH_METHODS, "none")
 
 
 async def authenticate_client(
     clients: ClientDirectory,
     request: Request,  # type: ignore[type-arg]
     form: dict[str, str],
+    *,
+    allow_public: bool = True,
 ) -> ClientRecord:
     header = request.headers.get("authorization")
     body_id = form.pop("client_id", None)
@@ -36,6 +41,11 @@ async def authenticate_client(
         return client
     if header is not None:
         raise InvalidClient("unsupported authorization scheme", basic=True)
+    if body_id is not None and body_secret is None and allow_public:
+        # token_endpoint_auth_method none: only a client registered as public may do this.
+        client = await clients.identify_public(check_client_id(body_id, basic=False))
+        note_client(client.client_id)
+        return client
     if body_id is None or body_secret is None:
         raise InvalidClient("client authentication required", basic=True)
     client = await clients.authenticate(check_client_id(body_id, basic=False), body_secret, basic=False)

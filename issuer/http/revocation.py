@@ -44,7 +44,7 @@ def _address(request: Request[Any, Any, Any]) -> str | None:
 async def _introspector(
     runtime: Runtime, request: Request[Any, Any, Any], form: dict[str, str]
 ) -> ClientRecord:
-    client = await authenticate_client(runtime.clients, request, form)
+    client = await authenticate_client(runtime.clients, request, form, allow_public=False)
     if not client.can_introspect:
         raise NotPermitted(
             "this client is not registered with --can-introspect", detail="introspection refused"

@@ -29,6 +29,7 @@ from issuer.revocation.denylist import Denylist
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.refresh import FamilyStore, RefreshLookup, StoredFamily
+from issuer.store.signin import SessionStore
 from issuer.tokens import RefreshTokens
 from issuer_verify.core import InvalidToken, VerificationKey, decode, expired, load_jwks
 
@@ -70,8 +71,10 @@ class Revocation:
         audit: AuditStore,
         clock: Callable[[], float] = time.time,
         clock_skew: int = 0,
+        browser_sessions: SessionStore | None = None,
     ) -> None:
         self.issuer = issuer
+        self.browser_sessions = browser_sessions or SessionStore()
         self.db = db
         self.keyring = keyring
         self.clients = clients
@@ -352,9 +355,62 @@ class Revocation:
         return SessionsRevoked(kind, value, cutoff, entry.exp, tuple(ended))
 
     async def revoke_subject(self, subject: str, *, reason: str, actor: str) -> SessionsRevoked:
-        """Log out everywhere: every family of ``subject`` and every access token issued up to now."""
-        return await self._revoke_all(
+        """Log out everywhere: every family of ``subject``, every access token issued up to now,
+        and every browser session (single sign-on) of ``subject``, so that the next sign-in asks for
+        the password again."""
+        revoked = await self._revoke_all(
             "sub", subject, subject=subject, client_id=None, reason=reason, actor=actor
+        )
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            ended = await self.browser_sessions.end_subject(conn, subject, now, reason)
+            for session_id in ended:
+                await self._audit_browser_session(conn, session_id, subject, now, reason, actor, None)
+        return revoked
+
+    async def end_browser_session(
+        self, session_id: str, *, reason: str, actor: str, address: str | None = None
+    ) -> tuple[str, ...] | None:
+        """Log a browser out (RP-initiated logout, an operator): the session ends, and every login
+        (refresh family) started through it is revoked with its ``sid`` denylisted.
+
+        Returns the revoked families' ids; None when the session is unknown. A session that had
+        already ended still has its families revoked (a retry after a partial failure finishes)."""
+        now = int(self.clock())
+        async with self.db.transaction() as conn:
+            session = await self.browser_sessions.by_id(conn, session_id)
+            if session is None:
+                return None
+            if await self.browser_sessions.end(conn, session_id, now, reason):
+                await self._audit_browser_session(
+                    conn, session_id, session.subject, now, reason, actor, address
+                )
+            families = await self.refresh_store.families(conn, browser_session_id=session_id, live_at=now)
+        ended = []
+        for family in families:
+            if await self.revoke_family(family.id, reason=reason, actor=actor, address=address):
+                ended.append(family.id)
+        return tuple(ended)
+
+    async def _audit_browser_session(
+        self,
+        conn: AsyncConnection,
+        session_id: str,
+        subject: str,
+        now: int,
+        reason: str,
+        actor: str,
+        address: str | None,
+    ) -> None:
+        await self.audit.record(
+            conn,
+            at=now,
+            event="revocation.browser_session",
+            subject=subject,
+            address=address,
+            session=session_id,
+            reason=reason,
+            actor=actor,
         )
 
     async def revoke_client(

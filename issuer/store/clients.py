@@ -33,6 +33,10 @@ class StoredClient:
     created_at: int
     updated_at: int
     disabled_at: int | None
+    redirect_uris: str  # space-separated
+    post_logout_redirect_uris: str  # space-separated
+    public: bool
+    first_party: bool
 
 
 class ClientStore:

@@ -132,6 +132,7 @@ class StoredFamily:
     last_used_at: int
     revoked_at: int | None
     revoked_reason: str | None
+    browser_session_id: str | None  # the browser session (sign-in) it was started in
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ class LoginStore(Protocol):
         now: int,
         idle_ttl: int,
         absolute_ttl: int,
+        browser_session_id: str | None = None,
     ) -> int: ...
 
     async def rotate(self, db: Database, p: Presentation, narrow: Callable[[str], str]) -> Rotation: ...
@@ -187,6 +189,7 @@ class FamilyStore(Protocol):
         subject: str | None = None,
         client_id: str | None = None,
         live_at: int | None = None,
+        browser_session_id: str | None = None,
     ) -> list[StoredFamily]: ...
 
     async def revoke_family(self, conn: AsyncConnection, family_id: str, now: int, reason: str) -> bool: ...
@@ -210,6 +213,7 @@ class RefreshStore:
         now: int,
         idle_ttl: int,
         absolute_ttl: int,
+        browser_session_id: str | None = None,
     ) -> int:
         """A new login: its family and first token. Returns the token's expiry."""
         family_expires = now + absolute_ttl
@@ -222,6 +226,7 @@ class RefreshStore:
                 created_at=now,
                 expires_at=family_expires,
                 last_used_at=now,
+                browser_session_id=browser_session_id,
             )
         )
         expires = min(now + idle_ttl, family_expires)
@@ -466,12 +471,15 @@ class RefreshStore:
         subject: str | None = None,
         client_id: str | None = None,
         live_at: int | None = None,
+        browser_session_id: str | None = None,
     ) -> list[StoredFamily]:
         query = select(F)
         if subject is not None:
             query = query.where(F.c.subject == subject)
         if client_id is not None:
             query = query.where(F.c.client_id == client_id)
+        if browser_session_id is not None:
+            query = query.where(F.c.browser_session_id == browser_session_id)
         if live_at is not None:
             query = query.where(F.c.revoked_at.is_(None), F.c.expires_at > live_at)
         return every(StoredFamily, await conn.execute(query.order_by(F.c.created_at, F.c.id)))

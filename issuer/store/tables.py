@@ -14,6 +14,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "AuditEvent",
     "AuthorizationCode",
+    "AuthorizationRequest",
     "BrowserSession",
     "Client",
     "Consent",
@@ -50,6 +51,13 @@ class Client(SQLModel, table=True):
     created_at: int = _ts()  # type: ignore[assignment]
     updated_at: int = _ts()  # type: ignore[assignment]
     disabled_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
+    # Browser sign-in (DESIGN.md): registered redirect URIs, space-separated, matched exactly
+    # (loopback on any port); a public client has no secret (token_endpoint_auth_method none);
+    # a first-party client skips the consent page.
+    redirect_uris: str = Field(default="", sa_type=Text)
+    post_logout_redirect_uris: str = Field(default="", sa_type=Text)
+    public: bool = Field(default=False)
+    first_party: bool = Field(default=False)
 
 
 class User(SQLModel, table=True):
@@ -81,6 +89,9 @@ class RefreshFamily(SQLModel, table=True):
     last_used_at: int = _ts()  # type: ignore[assignment]
     revoked_at: int | None = _ts(nullable=True)  # type: ignore[assignment]
     revoked_reason: str | None = Field(default=None, max_length=200)
+    # The browser session (BrowserSession.id) the login was made in, if any: ending that session
+    # (log-out, an operator) revokes the family.
+    browser_session_id: str | None = Field(default=None, max_length=64, index=True)
 
 
 class RefreshToken(SQLModel, table=True):
@@ -211,3 +222,29 @@ class Consent(SQLModel, table=True):
     client_id: str = Field(primary_key=True, max_length=64)
     scope: str = Field(primary_key=True, max_length=200)  # one scope token per row
     granted_at: int = _ts()  # type: ignore[assignment]
+
+
+class AuthorizationRequest(SQLModel, table=True):
+    """A validated authorization request waiting for the user (login, consent).
+
+    Kept server-side under a random ``id`` (in the pages' URLs and forms) and bound to the browser
+    that made it: ``binding_digest`` is the SHA-256 of a short-lived cookie's value, so that the
+    login page of one browser cannot be completed in another (DESIGN.md, "Browser sign-in").
+    Everything the authorization response and the code will need is here, already checked.
+    """
+
+    __tablename__ = "authorization_requests"
+
+    id: str = Field(primary_key=True, max_length=64)
+    binding_digest: bytes = Field(sa_type=LargeBinary)
+    client_id: str = Field(max_length=64)
+    redirect_uri: str = Field(sa_type=Text)  # as the client sent it (matched against the registration)
+    scope: str = Field(sa_type=Text)  # what will be granted (within the client's scopes)
+    state: str | None = Field(default=None, sa_type=Text)
+    code_challenge: str = Field(max_length=128)
+    nonce: str | None = Field(default=None, sa_type=Text)
+    prompt: str | None = Field(default=None, max_length=100)  # space-separated: none, login, consent
+    max_age: int | None = Field(default=None, sa_type=BigInteger)
+    login_hint: str | None = Field(default=None, max_length=200)
+    created_at: int = _ts()  # type: ignore[assignment]
+    expires_at: int = _ts(index=True)  # type: ignore[assignment]

@@ -26,6 +26,7 @@ from issuer.revocation.denylist import Denylist
 from issuer.revocation.service import Revocation
 from issuer.settings import Settings, jwks_max_age
 from issuer.signin.csrf import CSRF
+from issuer.signin.idtoken import IdTokens
 from issuer.store import migrations
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
@@ -119,6 +120,7 @@ class Runtime:
         # and leaves the JWKS at the next reload, which its appearance triggers at once.
         self.keyring.denied_kids = self.denylist.kids
         self.grants.minter.revoked_kids = self.denylist.kids
+        self.id_tokens = IdTokens(self.keyring, settings.url, self.denylist.kids, clock=self.clock)
         self._keys_changed = asyncio.Event()
         self.denylist.on_kid.append(lambda kid: self._keys_changed.set())
         self.grants.ready_checks.append(self.grants.minter.ensure_can_sign)

@@ -164,27 +164,35 @@ async def store_key(
 class Signer:
     """Signs access tokens with one private key; the header carries its ``kid`` and ``typ``."""
 
-    __slots__ = ("_algorithm", "_header", "_headers", "_key", "alg", "kid")
+    __slots__ = ("_algorithm", "_header", "_id_header", "_key", "alg", "kid")
 
     def __init__(self, kid: str, alg: str, key: PrivateKey) -> None:
         self.kid = kid
         self.alg = alg
         self._key = key
-        self._headers = {"kid": kid, "typ": "at+jwt"}  # RFC 9068 2.1
         # What jwt.encode does on every call, done once: the protected header, encoded as PyJWT
         # encodes it (sorted keys, compact separators), and PyJWT's algorithm object.
-        header = json.dumps({"alg": alg, **self._headers}, separators=(",", ":"), sort_keys=True)
-        self._header = base64url_encode(header.encode()) + b"."
+        self._header = self._encode_header(typ="at+jwt")  # RFC 9068 2.1
+        self._id_header = self._encode_header(typ="JWT")  # an OpenID Connect ID token
         self._algorithm = get_default_algorithms()[alg]
 
-    def sign(self, claims: dict[str, Any]) -> str:
-        """A compact JWS (RFC 7515 7.1), byte for byte what ``jwt.encode`` produces.
+    def _encode_header(self, *, typ: str) -> bytes:
+        header = json.dumps(
+            {"alg": self.alg, "kid": self.kid, "typ": typ}, separators=(",", ":"), sort_keys=True
+        )
+        return base64url_encode(header.encode()) + b"."
+
+    def sign(self, claims: dict[str, Any], *, id_token: bool = False) -> str:
+        """A compact JWS (RFC 7515 7.1), byte for byte what ``jwt.encode`` produces; ``typ`` is
+        ``at+jwt`` (an access token) or, with ``id_token``, ``JWT``, so that neither can pass
+        for the other.
 
         The signature is PyJWT's algorithm object over cryptography (for ES256 the DER signature
         converted to the raw ``r || s`` that RFC 7518 3.4 requires); skipping jwt.encode's
         per-call header and key handling saves about 60 us a token.
         """
-        signing_input = self._header + base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+        header = self._id_header if id_token else self._header
+        signing_input = header + base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
         signature = self._algorithm.sign(signing_input, self._key)
         return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
 

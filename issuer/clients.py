@@ -21,7 +21,14 @@ from issuer.store.clients import ClientStore, StoredClient
 from issuer.store.database import Database
 from issuer.tokens import derive_key
 
-__all__ = ["GRANT_TYPES", "ClientDirectory", "ClientRecord", "NewClient", "check_registration"]
+__all__ = [
+    "GRANT_TYPES",
+    "ClientDirectory",
+    "ClientRecord",
+    "NewClient",
+    "RedirectsUpdated",
+    "check_registration",
+]
 
 GRANT_TYPES = ("authorization_code", "client_credentials", "password", "refresh_token")
 # A public client (no secret: SPAs, mobile and desktop apps) cannot keep a credential, so it may
@@ -78,6 +85,17 @@ class ClientRecord:
 class NewClient:
     client_id: str
     client_secret: str | None  # None: a public client
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectsUpdated:
+    """A client's sign-in registration after :meth:`ClientDirectory.update_redirects`."""
+
+    client_id: str
+    redirect_uris: tuple[str, ...]
+    post_logout_redirect_uris: tuple[str, ...]
+    first_party: bool
+    changed: bool
 
 
 def check_registration(
@@ -267,3 +285,69 @@ class ClientDirectory:
             )
         self.invalidate(client_id)
         return NewClient(client_id, secret)
+
+    async def update_redirects(
+        self,
+        client_id: str,
+        *,
+        add_redirect_uris: list[str] | None = None,
+        remove_redirect_uris: list[str] | None = None,
+        add_post_logout_redirect_uris: list[str] | None = None,
+        remove_post_logout_redirect_uris: list[str] | None = None,
+        first_party: bool | None = None,
+    ) -> RedirectsUpdated:
+        """Add and remove a client's redirect URIs (and post-logout ones), or change whether it is
+        first-party; the result must pass :func:`check_registration` as a new registration would
+        (ValueError otherwise, and nothing is written). Removing a URI the client does not have is
+        an error naming it: a typo must not look like a removal that happened.
+
+        Removals are exact strings; added URIs are checked first. The change applies on this
+        process at once and on every other instance within ``cache_ttl`` seconds."""
+        now = int(time.time())
+        async with self.db.transaction() as conn:
+            row = await self.store.get(conn, client_id)
+            if row is None:
+                raise LookupError(f"no client {client_id!r}")
+            redirects = _edited(
+                row.redirect_uris.split(), add_redirect_uris or [], remove_redirect_uris or [], "redirect URI"
+            )
+            logouts = _edited(
+                row.post_logout_redirect_uris.split(),
+                add_post_logout_redirect_uris or [],
+                remove_post_logout_redirect_uris or [],
+                "post-logout redirect URI",
+            )
+            if "authorization_code" in row.grant_types.split() and not redirects:
+                raise ValueError("an authorization_code client keeps at least one redirect URI")
+            redirects, logouts = check_registration(
+                row.grant_types.split(),
+                public=bool(row.public),
+                redirect_uris=redirects,
+                post_logout_redirect_uris=logouts,
+            )
+            party = bool(row.first_party) if first_party is None else first_party
+            changed = (
+                redirects != row.redirect_uris.split()
+                or logouts != row.post_logout_redirect_uris.split()
+                or party != bool(row.first_party)
+            )
+            if changed:
+                await self.store.update(
+                    conn,
+                    client_id,
+                    redirect_uris=" ".join(redirects),
+                    post_logout_redirect_uris=" ".join(logouts),
+                    first_party=party,
+                    updated_at=now,
+                )
+        self.invalidate(client_id)
+        return RedirectsUpdated(client_id, tuple(redirects), tuple(logouts), party, changed)
+
+
+def _edited(current: list[str], add: list[str], remove: list[str], what: str) -> list[str]:
+    """``current`` without ``remove`` (each must be there) and then with ``add`` (checked, once each)."""
+    for uri in remove:
+        if uri not in current:
+            raise ValueError(f"the client has no {what} {uri!r}")
+    kept = [uri for uri in current if uri not in set(remove)]
+    return kept + [check_redirect_uri(uri) for uri in add]

@@ -106,6 +106,11 @@ def revoked_lines(done: SessionsRevoked) -> list[str]:
         f"revoked {len(done.families)} session(s)" + (":" if done.families else ""),
     ]
     lines.extend(f"  {family}" for family in done.families)
+    if done.kind == "sub":  # a subject's revocation also signs its browsers out (single sign-on)
+        lines.append(
+            f"ended {len(done.browser_sessions)} browser session(s)" + (":" if done.browser_sessions else "")
+        )
+        lines.extend(f"  {session}" for session in done.browser_sessions)
     return lines
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,13 +48,15 @@ class AccessTokenView:
 
 @dataclass(frozen=True, slots=True)
 class SessionsRevoked:
-    """What an operator's revocation did: the denylist entry and the families it ended."""
+    """What an operator's revocation did: the denylist entry, the families it ended and (a
+    subject's) the browser sessions it ended."""
 
     kind: str
     value: str
     at: int
     until: int
     families: tuple[str, ...]
+    browser_sessions: tuple[str, ...] = ()
 
 
 class Revocation:
@@ -366,7 +368,7 @@ class Revocation:
             ended = await self.browser_sessions.end_subject(conn, subject, now, reason)
             for session_id in ended:
                 await self._audit_browser_session(conn, session_id, subject, now, reason, actor, None)
-        return revoked
+        return replace(revoked, browser_sessions=tuple(ended))
 
     async def end_browser_session(
         self, session_id: str, *, reason: str, actor: str, address: str | None = None

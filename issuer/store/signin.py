@@ -34,6 +34,7 @@ __all__ = [
     "SessionStore",
     "Spend",
     "StoredCode",
+    "StoredConsent",
     "StoredSession",
 ]
 
@@ -248,7 +249,26 @@ class CodeStore:
         return int(result.rowcount)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredConsent:
+    """A ``consents`` row: one scope a user allowed one client."""
+
+    subject: str
+    client_id: str
+    scope: str
+    granted_at: int
+
+
 class ConsentStore:
+    async def consents(
+        self, conn: AsyncConnection, subject: str, client_id: str | None = None
+    ) -> list[StoredConsent]:
+        """What ``subject`` consented to (for ``client_id`` only, when given), by client and scope."""
+        query = select(C).where(C.c.subject == subject)
+        if client_id is not None:
+            query = query.where(C.c.client_id == client_id)
+        return every(StoredConsent, await conn.execute(query.order_by(C.c.client_id, C.c.scope)))
+
     async def granted(self, conn: AsyncConnection, subject: str, client_id: str) -> set[str]:
         rows = await conn.execute(select(C.c.scope).where(C.c.subject == subject, C.c.client_id == client_id))
         return {row.scope for row in rows}

@@ -44,6 +44,11 @@ def test_the_documented_commands_exist() -> None:
         ("clients", "disable"),
         ("clients", "enable"),
         ("settings",),
+        ("clients", "update"),
+        ("sessions", "browser"),
+        ("sessions", "end-browser"),
+        ("sessions", "consents"),
+        ("sessions", "revoke-consent"),
     ]:
         assert command in COMMANDS
 

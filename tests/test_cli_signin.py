@@ -355,6 +355,11 @@ async def test_browser_sessions_list_and_end(runtime: Runtime, env) -> None:
     text = await acli(env, "sessions", "browser", "--subject", subject, "--all")
     assert f"{first}  subject={subject}" in text and "ended (lost laptop)" in text
 
+    again = await acli(env, "sessions", "end-browser", first)
+    assert (
+        f"browser session {first} had already ended (lost laptop)" in again
+        and "revoked 0 session(s)" in again
+    )
     assert "no browser session" in await aerror(env, "sessions", "end-browser", "bss_nope")
     assert "no user" in await aerror(env, "sessions", "browser", "--username", "ghost")
     assert (

@@ -65,6 +65,7 @@ def _scope_list(raw: str) -> list[str]:
 @click.option(
     "--redirect-uri",
     "redirect_uris",
+    metavar="URI",
     multiple=True,
     help="Where /authorize may send the browser back (repeatable; needed by --grant authorization_code): "
     "https, http on 127.0.0.1/[::1]/localhost (any port), or a private-use scheme (com.example.app:/cb).",
@@ -72,6 +73,7 @@ def _scope_list(raw: str) -> list[str]:
 @click.option(
     "--post-logout-redirect-uri",
     "post_logout_redirect_uris",
+    metavar="URI",
     multiple=True,
     help="Where /logout may send the browser after signing out (repeatable; the same rules).",
 )
@@ -195,23 +197,30 @@ clients.add_command(switch_command("enable", "client_id", False, _ENABLE, _set_d
 @clients.command("update")
 @click.argument("client_id")
 @click.option(
-    "--add-redirect-uri", "add_redirects", multiple=True, help="Register this redirect URI too (repeatable)."
+    "--add-redirect-uri",
+    "add_redirects",
+    metavar="URI",
+    multiple=True,
+    help="Register this redirect URI too (repeatable).",
 )
 @click.option(
     "--remove-redirect-uri",
     "remove_redirects",
+    metavar="URI",
     multiple=True,
     help="Unregister this redirect URI, exactly as listed (repeatable).",
 )
 @click.option(
     "--add-post-logout-redirect-uri",
     "add_logouts",
+    metavar="URI",
     multiple=True,
     help="Register this post-logout redirect URI too (repeatable).",
 )
 @click.option(
     "--remove-post-logout-redirect-uri",
     "remove_logouts",
+    metavar="URI",
     multiple=True,
     help="Unregister this post-logout redirect URI, exactly as listed (repeatable).",
 )

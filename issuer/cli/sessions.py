@@ -230,6 +230,11 @@ async def sessions_end_browser(session_id: str, reason: str, as_json: bool) -> N
     through their denylisted `sid`)."""
     reason = " ".join(reason.split())[:200] or "ended by an operator"
     async with command_runtime() as runtime:
+        async with runtime.db.transaction() as conn:
+            before = await runtime.browser_sessions.by_id(conn, session_id)
+        if before is None:
+            raise LookupError(f"no browser session {session_id!r}")
+        # An ended session still has its families revoked (a retry after a partial failure finishes).
         families = await runtime.revocation.end_browser_session(session_id, reason=reason, actor="operator")
     if families is None:
         raise LookupError(f"no browser session {session_id!r}")
@@ -238,7 +243,10 @@ async def sessions_end_browser(session_id: str, reason: str, as_json: bool) -> N
             json.dumps({"ended": "browser_session", "session": session_id, "families": list(families)})
         )
         return
-    click.echo(f"ended browser session {session_id}")
+    if before.ended_at is not None:
+        click.echo(f"browser session {session_id} had already ended ({before.ended_reason})")
+    else:
+        click.echo(f"ended browser session {session_id}")
     click.echo(f"revoked {len(families)} session(s)" + (":" if families else ""))
     for family in families:
         click.echo(f"  {family}")

@@ -61,7 +61,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             # browser sign-in: HTML pages, so their errors are HTML pages too (issuer.http.pages)
             Router(
                 path="/",
-                route_handlers=[authorize, login_form, login_post, consent_form, consent_post, logout, stylesheet],
+                route_handlers=[
+                    authorize,
+                    login_form,
+                    login_post,
+                    consent_form,
+                    consent_post,
+                    logout,
+                    stylesheet,
+                ],
                 exception_handlers={IssuerError: html_error},
             ),
         ],

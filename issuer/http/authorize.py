@@ -112,7 +112,9 @@ async def proceed(
             enabled = user is not None and user.disabled_at is None
             if enabled and not client.first_party:
                 granted = await runtime.consents.granted(conn, session.subject, client.client_id)
-    step = flow.next_step(pending, client, session, granted, now, subject_enabled=enabled, consented=consented)
+    step = flow.next_step(
+        pending, client, session, granted, now, subject_enabled=enabled, consented=consented
+    )
     if step is flow.Step.LOGIN_REQUIRED:
         return await _refuse(runtime, pending, "login_required", "the user is not signed in")
     if step is flow.Step.CONSENT_REQUIRED:
@@ -135,7 +137,9 @@ async def issue_code(
     async with runtime.db.transaction() as conn:
         if not await runtime.authorization_requests.delete(conn, pending.id):
             return error_page(EXPIRED)  # spent by a concurrent submit: that one got the code
-        if not await runtime.browser_sessions.touch(conn, session.digest, now, settings.browser_session_idle_ttl):
+        if not await runtime.browser_sessions.touch(
+            conn, session.digest, now, settings.browser_session_idle_ttl
+        ):
             return error_page(EXPIRED)
         await runtime.codes.create(
             conn,
@@ -297,7 +301,9 @@ async def login_post(request: Request[Any, Any, Any]) -> Response[bytes] | Templ
         )
     if login is None:
         _note_login(runtime, "failed", client.client_id)
-        return _login_page(runtime, request, pending, client, username=username or None, message=WRONG_PASSWORD)
+        return _login_page(
+            runtime, request, pending, client, username=username or None, message=WRONG_PASSWORD
+        )
     old = await live_session(runtime, request)
     if old is not None and old.subject != login.subject:
         # another user's session in this browser ends before this one starts
@@ -374,5 +380,7 @@ async def consent_post(request: Request[Any, Any, Any]) -> Response[bytes] | Tem
         log.info("consent denied", extra={"client_id": pending.client_id, "subject": session.subject})
         return await _refuse(runtime, pending, "access_denied", "the user denied the request")
     async with runtime.db.transaction() as conn:
-        await runtime.consents.grant(conn, session.subject, pending.client_id, pending.scope.split(), _now(runtime))
+        await runtime.consents.grant(
+            conn, session.subject, pending.client_id, pending.scope.split(), _now(runtime)
+        )
     return await proceed(runtime, pending, session, consented=True)

@@ -70,9 +70,13 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any] | Template:
     hint = runtime.id_tokens.read_hint(params["id_token_hint"]) if "id_token_hint" in params else None
     client_id = params.get("client_id")
     if hint is not None and client_id is not None and client_id != hint.client_id:
-        return error_page("The id_token_hint and client_id name different applications.", heading="Sign-out failed")
+        return error_page(
+            "The id_token_hint and client_id name different applications.", heading="Sign-out failed"
+        )
     client_id = hint.client_id if hint is not None else client_id
-    client: ClientRecord | None = await runtime.clients.get(client_id) if client_id and len(client_id) <= 64 else None
+    client: ClientRecord | None = (
+        await runtime.clients.get(client_id) if client_id and len(client_id) <= 64 else None
+    )
     target = params.get("post_logout_redirect_uri")
     if target is not None and (client is None or target not in client.post_logout_redirect_uris):
         return error_page(

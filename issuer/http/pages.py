@@ -146,9 +146,7 @@ def binding_of(request: Request[Any, Any, Any]) -> str:
 
 
 def set_cookie(response: Response[Any], name: str, value: str, max_age: int) -> None:
-    response.set_cookie(
-        name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="lax"
-    )
+    response.set_cookie(name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="lax")
 
 
 def clear_cookie(response: Response[Any], name: str) -> None:

@@ -323,7 +323,9 @@ class RequestStore:
         """The request with this id made by the browser holding this binding, if not expired."""
         row = (
             await conn.execute(
-                select(R).where(R.c.id == request_id, R.c.binding_digest == binding_digest, R.c.expires_at > now)
+                select(R).where(
+                    R.c.id == request_id, R.c.binding_digest == binding_digest, R.c.expires_at > now
+                )
             )
         ).first()
         return one(StoredRequest, row)

@@ -64,7 +64,9 @@ class Browser:
         return {"cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
 
     async def get(self, url: str, **params: Any) -> httpx.Response:
-        response = await self.http.get(url, params=params or None, headers=self._headers(), follow_redirects=False)
+        response = await self.http.get(
+            url, params=params or None, headers=self._headers(), follow_redirects=False
+        )
         return self._keep(response)
 
     async def post(self, url: str, data: dict[str, str]) -> httpx.Response:
@@ -128,7 +130,9 @@ async def app_client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
             yield http
 
 
-async def sign_in(browser: Browser, client_id: str, username: str = "alice", **extra: str | None) -> httpx.Response:
+async def sign_in(
+    browser: Browser, client_id: str, username: str = "alice", **extra: str | None
+) -> httpx.Response:
     """authorize → login page → POST /login; returns the POST's answer."""
     response = await browser.get("/authorize", **auth_params(client_id, **extra))
     assert response.status_code == 303, response.text

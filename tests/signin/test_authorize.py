@@ -159,7 +159,9 @@ async def test_post_form_works_like_get(signin_runtime: Runtime) -> None:
     assert "__Host-issuer-request=" in response.headers["set-cookie"]
 
 
-async def test_binding_cookie_is_reused_and_pending_request_is_kept_by_digest(signin_runtime: Runtime) -> None:
+async def test_binding_cookie_is_reused_and_pending_request_is_kept_by_digest(
+    signin_runtime: Runtime,
+) -> None:
     client_id = await new_client(signin_runtime)
     async with app_client(signin_runtime) as http:
         browser = Browser(http)
@@ -172,7 +174,9 @@ async def test_binding_cookie_is_reused_and_pending_request_is_kept_by_digest(si
         assert browser.cookies["__Host-issuer-request"] == binding
         request_id = first.headers["location"].split("=", 1)[1]
         async with signin_runtime.db.transaction() as conn:
-            found = await signin_runtime.authorization_requests.get(conn, request_id, digest(binding), 1 << 40 >> 20)
+            found = await signin_runtime.authorization_requests.get(
+                conn, request_id, digest(binding), 1 << 40 >> 20
+            )
         assert found is not None and found.client_id == client_id
 
 
@@ -246,7 +250,8 @@ async def test_code_is_bound_to_the_request(signin_runtime: Runtime) -> None:
         page = await browser.get(first.headers["location"])
         fields = form_fields(page.text).inputs
         done = await browser.post(
-            "/login", {"username": "alice", "password": PASSWORD, "request": fields["request"], "csrf": fields["csrf"]}
+            "/login",
+            {"username": "alice", "password": PASSWORD, "request": fields["request"], "csrf": fields["csrf"]},
         )
         code = location_params(done)["code"]
         async with signin_runtime.db.transaction() as conn:
@@ -261,7 +266,8 @@ async def test_code_is_bound_to_the_request(signin_runtime: Runtime) -> None:
         assert again is None  # the pending request was spent with the code
         # the same login form again: the request is gone
         replay = await browser.post(
-            "/login", {"username": "alice", "password": PASSWORD, "request": fields["request"], "csrf": fields["csrf"]}
+            "/login",
+            {"username": "alice", "password": PASSWORD, "request": fields["request"], "csrf": fields["csrf"]},
         )
         assert replay.status_code == 400 and "location" not in replay.headers
 
@@ -275,10 +281,12 @@ async def test_clickjacking_headers_on_every_page(signin_runtime: Runtime) -> No
         login = await browser.get(first.headers["location"])
         fields = form_fields(login.text).inputs
         wrong = await browser.post(
-            "/login", {"username": "alice", "password": "nope", "request": fields["request"], "csrf": fields["csrf"]}
+            "/login",
+            {"username": "alice", "password": "nope", "request": fields["request"], "csrf": fields["csrf"]},
         )
         done = await browser.post(
-            "/login", {"username": "alice", "password": PASSWORD, "request": fields["request"], "csrf": fields["csrf"]}
+            "/login",
+            {"username": "alice", "password": PASSWORD, "request": fields["request"], "csrf": fields["csrf"]},
         )
         consent = await browser.get(done.headers["location"])
         error = await browser.get("/authorize", client_id="cli_nobody")

@@ -68,7 +68,11 @@ async def test_consent_is_remembered_per_scope(signin_runtime: Runtime) -> None:
         assert location_params(answer)["code"].startswith("ica_")
         # prompt=none while a consent is missing: consent_required
         async with signin_runtime.db.transaction() as conn:
-            assert await signin_runtime.consents.granted(conn, subject, client_id) == {"openid", "read", "write"}
+            assert await signin_runtime.consents.granted(conn, subject, client_id) == {
+                "openid",
+                "read",
+                "write",
+            }
             await signin_runtime.consents.revoke(conn, subject, client_id)
         silent = await browser.get("/authorize", **auth_params(client_id, prompt="none"))
         assert location_params(silent)["error"] == "consent_required"
@@ -108,7 +112,11 @@ async def test_consent_csrf_post_without_token_is_refused(signin_runtime: Runtim
         refused = await browser.post("/consent", {"request": request_id, "decision": "allow"})
         login_token = await browser.post(
             "/consent",
-            {"request": request_id, "decision": "allow", "csrf": signin_runtime.csrf.token("login", browser.cookies["__Host-issuer-request"])},
+            {
+                "request": request_id,
+                "decision": "allow",
+                "csrf": signin_runtime.csrf.token("login", browser.cookies["__Host-issuer-request"]),
+            },
         )
     for response in (refused, login_token):
         assert response.status_code == 403 and "location" not in response.headers

@@ -78,7 +78,12 @@ async def test_pending_request_of_another_browser_is_refused(signin_runtime: Run
         assert page.status_code == 400
         done = await attacker.post(
             "/login",
-            {"username": "alice", "password": PASSWORD, "request": fields["request"], "csrf": attacker_fields["csrf"]},
+            {
+                "username": "alice",
+                "password": PASSWORD,
+                "request": fields["request"],
+                "csrf": attacker_fields["csrf"],
+            },
         )
         assert done.status_code == 400 and "location" not in done.headers
         consent = await attacker.get("/consent", request=fields["request"])
@@ -115,7 +120,9 @@ async def test_login_sets_the_session_cookie(signin_runtime: Runtime) -> None:
             assert attribute in line.lower()
         value = browser.cookies["__Host-issuer-session"]
         async with signin_runtime.db.transaction() as conn:
-            session = await signin_runtime.browser_sessions.live(conn, digest(value), int(signin_runtime.clock()))
+            session = await signin_runtime.browser_sessions.live(
+                conn, digest(value), int(signin_runtime.clock())
+            )
         assert session is not None and session.subject == subject
         assert signin_runtime.login_outcomes["ok"] == 1
 
@@ -159,7 +166,9 @@ async def test_login_rate_limit_is_the_password_limit_of_token(
         await runtime.db.close()
 
 
-async def test_templates_dir_overrides_one_template(sqlite_url: str, tmp_path: Path, material: KeyMaterial) -> None:
+async def test_templates_dir_overrides_one_template(
+    sqlite_url: str, tmp_path: Path, material: KeyMaterial
+) -> None:
     custom = tmp_path / "templates"
     custom.mkdir()
     (custom / "error.html").write_text("<p>custom {{ page_title }}: {{ message }}</p>")
@@ -178,3 +187,21 @@ async def test_templates_dir_overrides_one_template(sqlite_url: str, tmp_path: P
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     finally:
         await runtime.db.close()
+
+
+async def test_login_outcomes_are_counted_in_metrics(signin_runtime: Runtime) -> None:
+    await signin_runtime.users.create("alice", PASSWORD)
+    client_id = await new_client(signin_runtime)
+    async with app_client(signin_runtime) as http:
+        browser = Browser(http)
+        fields = await _login_page(browser, client_id)
+        await browser.post(
+            "/login",
+            {"request": fields["request"], "csrf": fields["csrf"], "username": "alice", "password": "nope"},
+        )
+        await sign_in(browser, client_id)
+        text = (await signin_runtime.metrics.render()).decode()
+    assert 'issuer_logins_total{outcome="ok"} 1.0' in text
+    assert 'issuer_logins_total{outcome="failed"} 1.0' in text
+    assert 'issuer_logins_total{outcome="rate_limited"} 0.0' in text
+    assert PASSWORD not in text

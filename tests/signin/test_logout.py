@@ -52,7 +52,11 @@ async def _family(runtime: Runtime, session: StoredSession, client_id: str) -> s
 
 def _hint(runtime: Runtime, session: StoredSession, client_id: str) -> str:
     return runtime.id_tokens.mint(
-        subject=session.subject, client_id=client_id, auth_time=session.auth_time, session_id=session.id, ttl=300
+        subject=session.subject,
+        client_id=client_id,
+        auth_time=session.auth_time,
+        session_id=session.id,
+        ttl=300,
     )
 
 
@@ -76,7 +80,9 @@ async def test_logout_ends_session_and_revokes_families(signin_runtime: Runtime)
         now = int(signin_runtime.clock())
         async with signin_runtime.db.transaction() as conn:
             ended = await signin_runtime.browser_sessions.by_id(conn, session.id)
-            live = await signin_runtime.refresh_store.families(conn, browser_session_id=session.id, live_at=now)
+            live = await signin_runtime.refresh_store.families(
+                conn, browser_session_id=session.id, live_at=now
+            )
         assert ended is not None and ended.ended_reason == "logout"
         assert live == []
         token_claims = {"sid": family_id, "sub": session.subject, "client_id": client_id, "iat": now - 5}

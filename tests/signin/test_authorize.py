@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import time
 
 import pytest
 
@@ -223,7 +223,7 @@ async def test_max_age(signin_runtime: Runtime) -> None:
         browser = await _signed_in(signin_runtime, http, client_id)
         ok = await browser.get("/authorize", **auth_params(client_id, max_age="3600"))
         assert location_params(ok)["code"].startswith("ica_")
-        signin_runtime.clock = lambda: __import__("time").time() + 120  # auth_time is 2 minutes old
+        signin_runtime.clock = lambda: time.time() + 120  # auth_time is 2 minutes old
         stale = await browser.get("/authorize", **auth_params(client_id, max_age="60"))
         assert stale.headers["location"].startswith("/login?request=")
         silent = await browser.get("/authorize", **auth_params(client_id, max_age="60", prompt="none"))
@@ -325,11 +325,26 @@ async def test_expired_requests_are_pruned(signin_runtime: Runtime) -> None:
         old = await browser.get("/authorize", **auth_params(client_id))
         old_id = old.headers["location"].split("=", 1)[1]
         ttl = signin_runtime.settings.authorization_request_ttl
-        signin_runtime.clock = lambda: __import__("time").time() + ttl + 10
+        signin_runtime.clock = lambda: time.time() + ttl + 10
         await browser.get("/authorize", **auth_params(client_id))
     async with signin_runtime.db.transaction() as conn:
         gone = await signin_runtime.authorization_requests.get(
             conn, old_id, digest(browser.cookies["__Host-issuer-request"]), 0
         )
     assert gone is None
-    assert urlsplit(REDIRECT).scheme == "https"
+
+
+async def test_bad_form_body_is_an_html_page(signin_runtime: Runtime) -> None:
+    async with app_client(signin_runtime) as http:
+        response = await http.post(
+            "/login", content=b'{"username": "a"}', headers={"content-type": "application/json"}
+        )
+        repeated = await http.post(
+            "/authorize",
+            content=b"client_id=a&client_id=b",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 415 and repeated.status_code == 400
+    for answer in (response, repeated):
+        assert answer.headers["content-type"].startswith("text/html")
+        assert answer.headers["x-frame-options"] == "DENY" and "location" not in answer.headers

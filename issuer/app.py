@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.exceptions import HTTPException
 
 from issuer.errors import IssuerError
+from issuer.http.authorize import authorize, consent_form, consent_post, login_form, login_post
 from issuer.http.health import healthz, readyz
+from issuer.http.logout import logout
 from issuer.http.observe import metrics, observe
 from issuer.http.openapi import openapi_config
+from issuer.http.pages import html_error, stylesheet, template_config
 from issuer.http.responses import (
     common_headers,
     error_response,
@@ -55,7 +58,22 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             healthz,
             readyz,
             metrics,
+            # browser sign-in: HTML pages, so their errors are HTML pages too (issuer.http.pages)
+            Router(
+                path="/",
+                route_handlers=[
+                    authorize,
+                    login_form,
+                    login_post,
+                    consent_form,
+                    consent_post,
+                    logout,
+                    stylesheet,
+                ],
+                exception_handlers={IssuerError: html_error},
+            ),
         ],
+        template_config=template_config(settings),
         lifespan=[lifespan],
         middleware=[observe],  # request id, latency metrics, access line (issuer.http.observe)
         before_send=[common_headers],  # X-Content-Type-Options: nosniff on every response

@@ -31,7 +31,7 @@ from issuer.store import migrations
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
 from issuer.store.refresh import RefreshStore
-from issuer.store.signin import CodeStore, ConsentStore, SessionStore
+from issuer.store.signin import CodeStore, ConsentStore, RequestStore, SessionStore
 from issuer.tokens import AccessTokenMinter, RefreshTokens
 from issuer.users import Passwords, UserDirectory
 
@@ -78,6 +78,8 @@ class Runtime:
         self.codes = CodeStore()
         self.consents = ConsentStore()
         self.csrf = CSRF(self.material.hmac_key)
+        self.authorization_requests = RequestStore()  # pending requests waiting for login/consent
+        self.login_outcomes: dict[str, int] = dict.fromkeys(("ok", "failed", "rate_limited"), 0)  # a metric
         self.grants = GrantContext(
             settings=settings,
             db=self.db,

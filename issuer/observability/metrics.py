@@ -89,6 +89,9 @@ The metrics (labels in braces):
 ``issuer_password_shed_total``                          password checks refused with 503 because
                                                         ``ISSUER_PASSWORD_HASH_QUEUE`` checks were
                                                         already waiting for a hashing slot
+``issuer_logins_total{outcome}``                        sign-ins at the login page: ``ok``,
+                                                        ``failed`` (wrong password or unknown
+                                                        user), ``rate_limited``
 ``issuer_metrics_scrape_errors_total``                  scrapes whose database gauges could not be
                                                         read (they keep their last values)
 ======================================================  ==========================================
@@ -251,6 +254,9 @@ class Metrics:
             "issuer_password_shed",
             "Password checks refused with 503 because the queue for a hashing slot was full.",
         )
+        self.logins = counter(
+            "issuer_logins", "Sign-ins at the login page by outcome (ok, failed, rate_limited).", "outcome"
+        )
         self.scrape_errors = counter(
             "issuer_metrics_scrape_errors", "Scrapes whose database gauges could not be read."
         )
@@ -272,6 +278,7 @@ class Metrics:
         self._database_errors = self.backend_errors.labels("database")
         self._redis_errors = self.backend_errors.labels("redis")
         self._limited = {limit: self.rate_limited.labels(limit) for limit in LIMITS}
+        self._logins = {outcome: self.logins.labels(outcome) for outcome in ("ok", "failed", "rate_limited")}
         self._carried: dict[object, int] = {}  # what carry() has added so far, per tally
 
     # ------------------------------------------------------------ the request path
@@ -322,6 +329,9 @@ class Metrics:
         for limit, count in runtime.rate_limits.refused.items():
             if count != carried.get(limit, 0) and limit in self._limited:
                 self._add(limit, count, self._limited[limit])
+        for login, count in runtime.login_outcomes.items():
+            if count != carried.get(("login", login), 0) and login in self._logins:
+                self._add(("login", login), count, self._logins[login])
         for counter, count in (
             (self.unknown_kid, runtime.revocation.unknown_kids),
             (self._database_errors, runtime.db.outages),

@@ -10,6 +10,8 @@
   (RFC 6749 4.1.2: "SHOULD revoke (when possible) all tokens previously issued based on that
   authorization code"; RFC 9700 4.2.4).
 - :class:`ConsentStore`: what a user allowed a client, one scope per row.
+- :class:`RequestStore`: pending authorization requests (validated, waiting for login or
+  consent), found only by their id together with the digest of the browser's binding cookie.
 
 Times are passed in (``now``), as in every store.
 """
@@ -18,29 +20,35 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import ColumnElement, case, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store.rows import every, one
-from issuer.store.tables import AuthorizationCode, BrowserSession, Consent
+from issuer.store.tables import AuthorizationCode, AuthorizationRequest, BrowserSession, Consent
 
 __all__ = [
     "CodeSpent",
     "CodeStore",
     "ConsentStore",
+    "RequestStore",
     "SessionStore",
     "Spend",
     "StoredCode",
     "StoredConsent",
+    "StoredRequest",
     "StoredSession",
 ]
 
 S = BrowserSession.__table__  # type: ignore[attr-defined]
 A = AuthorizationCode.__table__  # type: ignore[attr-defined]
 C = Consent.__table__  # type: ignore[attr-defined]
+R = AuthorizationRequest.__table__  # type: ignore[attr-defined]
+
+#: Rows one prune deletes at most: pruning runs on the write path, so its cost stays bounded.
+PRUNE_BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +251,13 @@ class CodeStore:
         """Record the refresh family the code's one use started (for a replay to revoke)."""
         await conn.execute(update(A).where(A.c.digest == digest).values(family_id=family_id))
 
-    async def prune(self, conn: AsyncConnection, before: int) -> int:
-        """Delete codes that expired before ``before``; returns how many went."""
-        result = await conn.execute(delete(A).where(A.c.expires_at < before))
+    async def prune(self, conn: AsyncConnection, before: int, limit: int | None = None) -> int:
+        """Delete codes that expired before ``before`` (at most ``limit`` of them); returns how many."""
+        query = delete(A).where(A.c.expires_at < before)
+        if limit is not None:
+            oldest = select(A.c.digest).where(A.c.expires_at < before).order_by(A.c.expires_at).limit(limit)
+            query = delete(A).where(A.c.digest.in_(oldest.scalar_subquery()))
+        result = await conn.execute(query)
         return int(result.rowcount)
 
 
@@ -292,3 +304,65 @@ class ConsentStore:
         if client_id is not None:
             query = query.where(C.c.client_id == client_id)
         return int((await conn.execute(query)).rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """An ``authorization_requests`` row: a validated authorization request waiting for the user."""
+
+    id: str
+    binding_digest: bytes
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str | None
+    code_challenge: str
+    nonce: str | None
+    prompt: str | None
+    max_age: int | None
+    login_hint: str | None
+    created_at: int
+    expires_at: int
+
+    @property
+    def prompts(self) -> frozenset[str]:
+        return frozenset((self.prompt or "").split())
+
+
+class RequestStore:
+    """Pending authorization requests. A request is only ever read together with the digest of
+    the binding cookie of the browser that made it: another browser's cookie finds nothing."""
+
+    async def create(self, conn: AsyncConnection, request: StoredRequest) -> None:
+        values = {name: getattr(request, name) for name in StoredRequest.__slots__}
+        await conn.execute(insert(R).values(**values))
+
+    async def get(
+        self, conn: AsyncConnection, request_id: str, binding_digest: bytes, now: int
+    ) -> StoredRequest | None:
+        """The request with this id made by the browser holding this binding, if not expired."""
+        row = (
+            await conn.execute(
+                select(R).where(
+                    R.c.id == request_id, R.c.binding_digest == binding_digest, R.c.expires_at > now
+                )
+            )
+        ).first()
+        return one(StoredRequest, row)
+
+    async def login_done(self, conn: AsyncConnection, request: StoredRequest) -> StoredRequest:
+        """The user entered a password for this request: ``prompt=login`` is satisfied (the rest
+        of the prompt, ``consent``, stays). Returns the request as it now is."""
+        rest = " ".join(sorted(request.prompts - {"login"})) or None
+        await conn.execute(update(R).where(R.c.id == request.id).values(prompt=rest))
+        return replace(request, prompt=rest)
+
+    async def delete(self, conn: AsyncConnection, request_id: str) -> bool:
+        """Spend the request (a code was issued or an error answered); True when it was there."""
+        return int((await conn.execute(delete(R).where(R.c.id == request_id))).rowcount) == 1
+
+    async def prune(self, conn: AsyncConnection, before: int, limit: int = PRUNE_BATCH) -> int:
+        """Delete at most ``limit`` requests that expired before ``before``; returns how many."""
+        oldest = select(R.c.id).where(R.c.expires_at < before).order_by(R.c.expires_at).limit(limit)
+        result = await conn.execute(delete(R).where(R.c.id.in_(oldest.scalar_subquery())))
+        return int(result.rowcount)

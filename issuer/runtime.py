@@ -123,6 +123,8 @@ class Runtime:
         self.keyring.denied_kids = self.denylist.kids
         self.grants.minter.revoked_kids = self.denylist.kids
         self.id_tokens = IdTokens(self.keyring, settings.url, self.denylist.kids, clock=self.clock)
+        self.grants.id_tokens = self.id_tokens
+        self.grants.on_code_replayed.append(self.revocation.on_code_replayed)
         self._keys_changed = asyncio.Event()
         self.denylist.on_kid.append(lambda kid: self._keys_changed.set())
         self.grants.ready_checks.append(self.grants.minter.ensure_can_sign)

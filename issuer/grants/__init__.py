@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from issuer.grants import client_credentials, password, refresh_token
+from issuer.grants import authorization_code, client_credentials, password, refresh_token
 from issuer.grants.base import GrantContext, TokenRequest, TokenResponse
 
 __all__ = ["REGISTRY", "GrantContext", "GrantHandler", "TokenRequest", "TokenResponse"]
@@ -17,5 +17,6 @@ __all__ = ["REGISTRY", "GrantContext", "GrantHandler", "TokenRequest", "TokenRes
 GrantHandler = Callable[[GrantContext, TokenRequest], Awaitable[TokenResponse]]
 
 REGISTRY: Mapping[str, GrantHandler] = {
-    module.GRANT_TYPE: module.handle for module in (client_credentials, password, refresh_token)
+    module.GRANT_TYPE: module.handle
+    for module in (authorization_code, client_credentials, password, refresh_token)
 }

@@ -11,6 +11,7 @@ from typing import Any
 from issuer.clients import ClientRecord
 from issuer.errors import UnauthorizedClient
 from issuer.settings import Settings
+from issuer.signin.idtoken import IdTokens
 from issuer.store.database import Database
 from issuer.store.refresh import LoginStore, Outcome
 from issuer.store.signin import CodeStore, SessionStore
@@ -18,6 +19,7 @@ from issuer.tokens import AccessTokenMinter, RefreshTokens, parse_scope, scope_w
 from issuer.users import UserDirectory
 
 __all__ = [
+    "CodeReplayed",
     "FamilyRevoked",
     "GrantContext",
     "ReadyCheck",
@@ -32,6 +34,9 @@ FamilyRevoked = Callable[[str, str, str, int], Awaitable[None]]
 # Called before a refresh issues tokens: (family_id, subject, client_id, family_created_at); raises
 # InvalidGrant when the login is revoked elsewhere (the denylist), TemporarilyUnavailable when unknown.
 SessionCheck = Callable[[str, str, str, int], Awaitable[None]]
+# Called after a spent authorization code was presented again: (family_id of its first use or
+# None, subject, client_id); revokes what that use issued (RFC 6749 4.1.2, RFC 9700 4.2.4).
+CodeReplayed = Callable[[str | None, str, str], Awaitable[None]]
 # Called before a refresh token is spent: raises TemporarilyUnavailable when a session check
 # could not be made now (so that an outage never consumes the client's token).
 ReadyCheck = Callable[[], Awaitable[None]]
@@ -64,6 +69,8 @@ class GrantContext:
     users: UserDirectory
     codes: CodeStore = field(default_factory=CodeStore)
     browser_sessions: SessionStore = field(default_factory=SessionStore)
+    id_tokens: IdTokens | None = None  # OpenID Connect: the code exchange adds an id_token
+    on_code_replayed: list[CodeReplayed] = field(default_factory=list)
     on_family_revoked: list[FamilyRevoked] = field(default_factory=list)
     session_checks: list[SessionCheck] = field(default_factory=list)
     ready_checks: list[ReadyCheck] = field(default_factory=list)
@@ -82,6 +89,7 @@ class TokenResponse:
     expires_in: int
     scope: str
     refresh_token: str | None = None
+    id_token: str | None = None  # OpenID Connect Core 3.1.3.3
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -93,6 +101,8 @@ class TokenResponse:
             body["scope"] = self.scope
         if self.refresh_token is not None:
             body["refresh_token"] = self.refresh_token
+        if self.id_token is not None:
+            body["id_token"] = self.id_token
         return body
 
 

@@ -112,6 +112,7 @@ TOKEN_RESPONSE = _object(
         "expires_in": _INTEGER,
         "scope": _STRING,
         "refresh_token": _STRING,
+        "id_token": _STRING,
     },
     ["access_token", "token_type", "expires_in"],
     "RFC 6749 5.1 access token response",
@@ -162,12 +163,16 @@ CLIENT_FIELDS = {
 TOKEN_FIELDS = {
     "grant_type": Schema(
         type=OpenAPIType.STRING,
-        description="client_credentials, password or refresh_token; others are unsupported_grant_type",
+        description="authorization_code, client_credentials, password or refresh_token; others are "
+        "unsupported_grant_type",
     ),
     "scope": _STRING,
     "username": _STRING,
     "password": _STRING,
     "refresh_token": _STRING,
+    "code": _STRING,
+    "redirect_uri": _STRING,
+    "code_verifier": _STRING,
     **CLIENT_FIELDS,
 }
 REVOKE_FIELDS = {

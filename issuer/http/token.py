@@ -26,7 +26,7 @@ __all__ = ["token"]
     ),
 )
 async def token(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """RFC 6749 3.2: the client_credentials, password and refresh_token grants."""
+    """RFC 6749 3.2: the authorization_code, client_credentials, password and refresh_token grants."""
     runtime: Runtime = request.app.state.runtime
     form = await read_form(request)
     grant_type = form.pop("grant_type", None)

@@ -446,6 +446,29 @@ class Revocation:
             client_id=client_id,
         )
 
+    async def on_code_replayed(self, family_id: str | None, subject: str, client_id: str) -> None:
+        """An authorization code was presented again: revoke what its first use issued (RFC 6749
+        4.1.2). Its refresh family when there is one; otherwise (a client without the
+        ``refresh_token`` grant) the access token's ``sid`` alone goes on the denylist. Nothing
+        when the first use issued nothing (it failed a binding)."""
+        if family_id is None:
+            return
+        reason = "authorization code replay"
+        if await self.revoke_family(family_id, reason=reason, actor="issuer") is not None:
+            return
+        now = int(self.clock())
+        ttl = await self.denylist.longest_token_ttl(client_id)
+        await self.denylist.add(
+            "sid",
+            family_id,
+            now,
+            now + ttl,
+            reason=reason,
+            actor="issuer",
+            subject=subject,
+            client_id=client_id,
+        )
+
     async def check_session(self, family_id: str, subject: str, client_id: str, created_at: int) -> None:
         """Before a refresh issues tokens: the login must not be denylisted (``sid``, or a
         ``sub``/``client`` entry at or after its start). Fails closed when that is unknown."""

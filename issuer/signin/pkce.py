@@ -41,6 +41,11 @@ def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def well_formed_verifier(verifier: str) -> bool:
+    """RFC 7636 4.1 syntax: 43 to 128 characters of ``[A-Za-z0-9-._~]``."""
+    return _VERIFIER.fullmatch(verifier) is not None
+
+
 def verify(verifier: str | None, challenge: str) -> bool:
     """RFC 7636 4.6: does ``verifier`` answer ``challenge``? A malformed verifier never does."""
     if not verifier or not _VERIFIER.fullmatch(verifier):

@@ -232,7 +232,12 @@ def test_discovery_describes_exactly_what_is_supported(server) -> None:
     assert document["issuer"] == server.url
     assert document["token_endpoint"] == server.url + "/token"
     assert document["jwks_uri"] == server.url + "/.well-known/jwks.json"
-    assert set(document["grant_types_supported"]) == {"client_credentials", "password", "refresh_token"}
+    assert set(document["grant_types_supported"]) == {
+        "authorization_code",
+        "client_credentials",
+        "password",
+        "refresh_token",
+    }
     assert set(document["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",

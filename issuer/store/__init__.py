@@ -19,7 +19,9 @@ of the caller's transaction, so that a caller composes several statements in one
   denylist (``StoredEntry``).
 - :mod:`issuer.store.signin`: browser sign-in: :class:`~issuer.store.signin.SessionStore`
   (``StoredSession``), :class:`~issuer.store.signin.CodeStore` (``StoredCode``, spent by one
-  conditional update) and :class:`~issuer.store.signin.ConsentStore`.
+  conditional update), :class:`~issuer.store.signin.ConsentStore` (``StoredConsent``) and
+  :class:`~issuer.store.signin.RequestStore` (``StoredRequest``, pending authorization requests
+  read only with their browser's binding).
 - :mod:`issuer.store.audit`: :class:`~issuer.store.audit.AuditStore`, the append-only audit trail
   (``StoredEvent``); :mod:`issuer.store.bounded` fits what it records to its columns.
 """

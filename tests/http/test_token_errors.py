@@ -119,10 +119,10 @@ CASES = [
     ),
     Case("an unknown grant type is refused", "grant_type=urn:example:magic", 400, "unsupported_grant_type"),
     Case(
-        "the implicit/authorization_code grant is not offered",
+        "authorization_code by a client not registered for it is unauthorized_client",
         "grant_type=authorization_code&code=x",
         400,
-        "unsupported_grant_type",
+        "unauthorized_client",
     ),
     Case("a missing grant_type is refused", "scope=read", 400, "invalid_request"),
     Case("an empty body is refused", "", 400, "invalid_request"),

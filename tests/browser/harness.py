@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import jwt
 import pytest
+from click.testing import CliRunner
 from playwright.sync_api import Browser, Page, Playwright
 
 from tests import support
@@ -78,11 +79,30 @@ def client_app() -> Iterator[str]:
         server.server_close()
 
 
+def cli(env: dict[str, str], *args: str, input: str | None = None) -> str:
+    """The operator's ``issuer`` command, run in this process (click's runner: a subprocess per
+    command would cost seconds each on a busy machine); returns its standard output.
+
+    Set up a site before the browser starts: Playwright's sync API keeps an event loop running in
+    this thread while a browser is open, and the commands run their own (``asyncio.run``)."""
+    from issuer.cli import main
+
+    result = CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
 def migrate(env: dict[str, str]) -> None:
-    """``issuer db upgrade`` in a subprocess: Playwright's sync API keeps an event loop running in
-    this thread while a browser is open, so the in-process migration (``asyncio.run``) cannot."""
-    result = support.run_cli(env, "db", "upgrade")
-    assert result.returncode == 0, result.stderr
+    cli(env, "db", "upgrade")
+
+
+def add_user(env: dict[str, str], username: str, password: str = support.PASSWORD) -> str:
+    """``issuer users create``; returns the user's subject."""
+    return (
+        cli(env, "users", "create", "--username", username, input=password + "\n")
+        .split("subject ")[1]
+        .strip()
+    )
 
 
 def create_client(
@@ -94,7 +114,6 @@ def create_client(
     public: bool = True,
     first_party: bool = True,
     scope: str = "openid profile read",
-    cwd: Path | None = None,
 ) -> tuple[str, str | None]:
     """``issuer clients create`` for a browser client; returns (client_id, client_secret or None)."""
     args = ["clients", "create", "--json", "--name", name, "--scope", scope, "--redirect-uri", redirect_uri]
@@ -105,9 +124,7 @@ def create_client(
         args.append("--public")
     if first_party:
         args.append("--first-party")
-    result = support.run_cli(env, *args, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    created = json.loads(result.stdout)
+    created = json.loads(cli(env, *args))
     return created["client_id"], created.get("client_secret")
 
 

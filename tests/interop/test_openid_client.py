@@ -116,4 +116,5 @@ def test_openid_client_refuses_a_response_from_another_issuer(page: Page, site: 
     """RFC 9207: the ``iss`` of the authorization response is what a mix-up defence checks; a
     response claiming another issuer is refused by the client before any code exchange."""
     code, result, _ = _relying_party(site, page, tamper="https://evil.example")
-    assert code == 1 and "error" in result, result
+    assert code == 1 and result["code"] == "OAUTH_INVALID_RESPONSE", result
+    assert '"iss"' in result["cause"], result

@@ -1,6 +1,7 @@
 """Browser sign-in across two ``issuer serve`` instances on one PostgreSQL database and one Redis
 prefix (one issuer identifier), as behind a load balancer: the login on instance A, the code
-exchanged at B, single sign-on at B, the refresh token rotated at A, and a logout at B that ends
+exchanged at B (and its replay at A revoking what B issued), single sign-on at B, the refresh
+token rotated at A, and a logout at B that ends
 the session and its tokens on both.
 
 Both instances listen on 127.0.0.1 (other ports); cookies are per host, not per port, so the
@@ -62,14 +63,22 @@ def test_login_on_one_instance_code_and_logout_on_the_other(
                     b.url, tokens["id_token"], issuer=ISSUER, client_id=client_id
                 )
                 assert claims["sub"] == subject and claims["nonce"] == request.nonce
-                # the code is spent everywhere
+                # the code is spent everywhere: a replay at A fails and revokes what B issued
                 replay = harness.exchange(a.url, client_id, request, params["code"])
                 assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+                revoked = harness.refresh(b.url, client_id, tokens["refresh_token"])
+                assert revoked.status_code == 400 and revoked.json()["error"] == "invalid_grant"
 
-                # single sign-on at B: the session A started is B's too
+                # single sign-on at B: the session A started is B's too (no login page)
                 sso = harness.authorization_request(b.url, client_id, callback)
                 harness.open_authorize(page, sso.url)
-                assert harness.landed(page, callback)["state"] == sso.state
+                params = harness.landed(page, callback)
+                assert params["state"] == sso.state
+                exchanged = harness.exchange(b.url, client_id, sso, params["code"])
+                assert exchanged.status_code == 200, exchanged.text
+                tokens = exchanged.json()
+                again = harness.id_token_claims(a.url, tokens["id_token"], issuer=ISSUER, client_id=client_id)
+                assert again["sid"] == claims["sid"] and again["auth_time"] == claims["auth_time"]
 
                 # the refresh token rotated at A
                 rotated = harness.refresh(a.url, client_id, tokens["refresh_token"])

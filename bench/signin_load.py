@@ -15,6 +15,8 @@ to CPU 1. The scenarios, each a warm-up and ``--runs`` measured runs of ``--dura
 - ``sso``: a browser that is already signed in: ``GET /authorize`` (303 with the code at once)
   and ``POST /token``;
 - ``exchange``: the code exchange alone (codes minted beforehand through ``sso``'s authorize);
+- ``refresh``: a refresh-token rotation of the same public client (one chain per connection), in
+  the same run, for issue 12's "the exchange within 10% of a rotation";
 - ``cc``: ``client_credentials``, in the same run, for the ratio.
 
 Figures: flows (or requests) per wall second and per server CPU-second (``/proc``: the server's
@@ -118,7 +120,7 @@ class Flows:
             "code_challenge_method": "S256",
         }, verifier
 
-    async def _exchange(self, code: str, verifier: str) -> None:
+    async def _exchange(self, code: str, verifier: str) -> str:
         answer = await self.http.post(
             "/token",
             data={
@@ -131,6 +133,15 @@ class Flows:
         )
         assert answer.status_code == 200, answer.text
         assert "id_token" in answer.json()
+        return str(answer.json()["refresh_token"])
+
+    async def refresh(self, token: str) -> str:
+        answer = await self.http.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": token, "client_id": self.client_id},
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["refresh_token"])
 
     async def signin(self) -> None:
         browser = Browser(self.http)
@@ -224,14 +235,26 @@ async def run_all(base: str, pid: int, client_id: str, cc: tuple[str, str], args
             await flows._exchange(code, verifier)
             return True
 
+        chains: list[str] = []  # one refresh token per connection, rotated in place
+
+        async def rotate(i: int) -> None:
+            index = i // 1_000_000
+            chains[index] = await flows.refresh(chains[index])
+
+        for browser in browsers:
+            chains.append(await flows._exchange(*await flows.mint_code(browser)))
+
         scenarios: dict[str, Callable[[int], Awaitable[bool | None]]] = {
             "signin": lambda _: flows.signin(),
             "sso": lambda i: flows.sso(browsers[i // 1_000_000]),
             "exchange": exchange,
+            "refresh": rotate,
             "cc": lambda _: flows.client_credentials(),
         }
         results: dict[str, dict[str, float]] = {}
         for name, flow in scenarios.items():
+            if name not in args.scenarios:
+                continue
             runs = []
             for attempt in range(args.runs + 1):  # the first is the warm-up
                 if name == "exchange":  # codes for the run (generously many), minted unmeasured
@@ -249,8 +272,11 @@ async def run_all(base: str, pid: int, client_id: str, cc: tuple[str, str], args
                 f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  (n={int(r['count'])})",
                 flush=True,
             )
-        ratio = results["exchange"]["per_cpu_s"] / results["cc"]["per_cpu_s"]
-        print(f"code exchange / client_credentials, per server CPU-second: {ratio:.2f}")
+        for other in ("refresh", "cc"):
+            if "exchange" not in results or other not in results:
+                continue
+            ratio = results["exchange"]["per_cpu_s"] / results[other]["per_cpu_s"]
+            print(f"code exchange / {other}, per server CPU-second: {ratio:.2f}")
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -267,6 +293,12 @@ def main() -> None:
         help="codes minted per second of an exchange run (a run ends early when they run out)",
     )
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--scenarios",
+        type=lambda text: text.split(","),
+        default=["signin", "sso", "exchange", "refresh", "cc"],
+        help="comma-separated subset to run (default: all), e.g. sso,exchange",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})  # the load generator on CPU 1, the server on CPU 0
 

@@ -79,6 +79,7 @@ class Runtime:
         self.consents = ConsentStore()
         self.csrf = CSRF(self.material.hmac_key)
         self.authorization_requests = RequestStore()  # pending requests waiting for login/consent
+        self.signin_prune_due = 0  # when /authorize next deletes expired requests and codes
         self.login_outcomes: dict[str, int] = dict.fromkeys(("ok", "failed", "rate_limited"), 0)  # a metric
         self.grants = GrantContext(
             settings=settings,

@@ -281,3 +281,75 @@ def test_the_cookies_as_the_browser_sees_them(page: Page, site: Site) -> None:
     assert on_login_page(page)
     assert REQUEST_COOKIE in _cookies(page)
     assert "issuer" not in page.evaluate("document.cookie")
+
+
+def test_the_issuer_pages_cannot_be_framed(page: Page, site: Site) -> None:
+    """Clickjacking: the login page refuses to render inside another page's frame (CSP
+    ``frame-ancestors 'none'``, ``X-Frame-Options: DENY``); a page of the app itself, framed the
+    same way, renders (the control)."""
+    page.goto(site.callback)
+    login = authorization_request(site.issuer, site.spa, site.callback).url
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/login") as answer:
+        page.set_content(
+            f'<iframe name="issuer" src="{login}"></iframe>'
+            f'<iframe name="app" src="{site.app}/framed"></iframe>'
+        )
+    assert answer.value.status == 200
+    page.wait_for_load_state("load")
+    issuer, app = page.frame(name="issuer"), page.frame(name="app")
+    assert issuer is not None and app is not None
+    assert issuer.url.startswith("chrome-error://"), issuer.url  # blocked, not rendered
+    assert issuer.locator("input[name=password]").count() == 0
+    assert app.url == site.app + "/framed" and "back at the app" in app.inner_text("body")
+
+
+SPA_EXCHANGE = """async ([issuer, form]) => {
+  const token = await fetch(issuer + "/token", {method: "POST", body: new URLSearchParams(form)});
+  const tokens = await token.json();
+  const bearer = {authorization: "Bearer " + tokens.access_token};
+  const userinfo = await fetch(issuer + "/userinfo", {headers: bearer});
+  return {status: token.status, tokens, userinfo_status: userinfo.status, userinfo: await userinfo.json()};
+}"""
+
+CAN_READ = """async ([url, init]) => {
+  try { const answer = await fetch(url, init); await answer.text(); return "read " + answer.status; }
+  catch (error) { return "blocked: " + error; }
+}"""
+
+
+def test_a_single_page_app_exchanges_the_code_from_the_browser(page: Page, site: Site) -> None:
+    """A public client's page calls /token and /userinfo itself (CORS for its redirect URI's
+    origin, the userinfo call with a preflight); /authorize answers no CORS, and a page of an
+    origin that is no public client's cannot read /token."""
+    request = authorization_request(site.issuer, site.spa, site.callback)
+    open_authorize(page, request.url)
+    log_in(page, "alice")
+    params = landed(page, site.callback)
+    form = {
+        "grant_type": "authorization_code",
+        "code": params["code"],
+        "redirect_uri": request.redirect_uri,
+        "code_verifier": request.verifier,
+        "client_id": site.spa,
+    }
+    result = page.evaluate(SPA_EXCHANGE, [site.issuer, form])  # in the app's page, at its origin
+    assert result["status"] == 200, result
+    assert result["tokens"]["id_token"] and result["tokens"]["refresh_token"]
+    assert result["userinfo_status"] == 200
+    assert result["userinfo"]["sub"] == site.subjects["alice"]
+    assert result["userinfo"]["preferred_username"] == "alice"
+    # the authorization endpoint never answers CORS: the app's script cannot read it
+    verdict = page.evaluate(CAN_READ, [request.url, {}])
+    assert verdict.startswith("blocked"), verdict
+    # a page of another origin (an opaque one here) cannot read /token
+    page.goto("about:blank")
+    refused: dict[str, Any] = {
+        "method": "POST",
+        "body": f"grant_type=refresh_token&client_id={site.spa}&refresh_token=x",
+        "headers": {"content-type": "application/x-www-form-urlencoded"},
+    }
+    verdict = page.evaluate(CAN_READ, [site.issuer + "/token", refused])
+    assert verdict.startswith("blocked"), verdict
+    # while the app's own origin can (the control: the same call, read)
+    page.goto(site.callback)
+    assert page.evaluate(CAN_READ, [site.issuer + "/token", refused]) == "read 400"

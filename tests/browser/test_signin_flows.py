@@ -175,6 +175,14 @@ def test_prompt_login_shows_the_login_page_again(page: Page, site: Site) -> None
     assert claims["auth_time"] >= first["claims"]["auth_time"]
 
 
+def test_prompt_none_without_a_session_answers_login_required(page: Page, site: Site) -> None:
+    request = authorization_request(site.issuer, site.spa, site.callback, prompt="none")
+    open_authorize(page, request.url)
+    params = landed(page, site.callback)  # no page shown: straight back with the error
+    assert params["error"] == "login_required"
+    assert params["state"] == request.state and params["iss"] == site.issuer
+
+
 def test_consent_deny_answers_access_denied(page: Page, site: Site) -> None:
     request = authorization_request(site.issuer, site.partner, site.callback)
     open_authorize(page, request.url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -87,7 +88,10 @@ def cli(env: dict[str, str], *args: str, input: str | None = None) -> str:
     this thread while a browser is open, and the commands run their own (``asyncio.run``)."""
     from issuer.cli import main
 
-    result = CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+    # as a subprocess with exactly ``env`` would: this process's other ISSUER_* variables unset
+    scoped: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ISSUER_")}
+    scoped.update(env)
+    result = CliRunner().invoke(main, list(args), input=input, env=scoped, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout
 

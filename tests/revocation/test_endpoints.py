@@ -348,7 +348,8 @@ def test_metadata_names_the_endpoints(live: Live) -> None:
         "client_secret_post",
         "none",
     ]
-    assert document["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
+    introspection = document["introspection_endpoint_auth_methods_supported"]
+    assert introspection == ["client_secret_basic", "client_secret_post"]
 
 
 def test_introspection_works_with_post_authentication(live: Live) -> None:

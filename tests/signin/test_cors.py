@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from issuer.clients import ClientDirectory
+from issuer.errors import TemporarilyUnavailable
 from issuer.runtime import Runtime
 from issuer.signin.origins import OriginSet, origin_of, parse_origin
 from tests.signin.browser import PASSWORD, Browser, app_client, auth_params, new_client, sign_in
@@ -226,3 +227,20 @@ async def test_origin_parsing(signin_runtime: Runtime) -> None:
     allowed = OriginSet.from_redirect_uris(["http://[::1]/cb", "https://a.example/x"])
     assert allowed.allows("http://[::1]:5000") and allowed.allows("https://a.example")
     assert not allowed.allows("http://[::2]:5000") and not allowed.allows("https://a.example:1")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_unreadable_client_table_means_no_cors(
+    signin_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await new_client(signin_runtime)
+
+    async def outage(conn: object) -> tuple[str, ...]:
+        raise TemporarilyUnavailable(detail="database: test outage")
+
+    async with app_client(signin_runtime) as http:
+        monkeypatch.setattr(signin_runtime.clients.store, "public_redirect_uris", outage)
+        response = await _call(http, "/token", APP)
+    # fail closed: the answer stands, without a CORS header
+    assert response.status_code == 401
+    assert not _cors(response)

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/signin_load.py [--connections 8] [--duration 10] [--runs 3]
 
-Every run from scratch: a fresh PostgreSQL database (``PG_ADMIN_URL``, default
-postgresql://postgres@127.0.0.1:5432/postgres), ``issuer db upgrade``, a first-party public client
-(authorization_code + refresh_token, redirect URI on loopback) and a confidential
+Every run from scratch: a fresh PostgreSQL database on the server of ``ISSUER_TEST_DATABASE_URL``
+(as the tests; default postgresql://postgres@127.0.0.1:5432/postgres), ``issuer db upgrade``, a
+first-party public client (authorization_code + refresh_token, redirect URI on loopback) and a confidential
 client_credentials client, one user; ``issuer serve`` pinned to CPU 0, this load generator pinned
 to CPU 1. The scenarios, each a warm-up and ``--runs`` measured runs of ``--duration`` seconds at
 ``--connections`` concurrent flows (the median run is printed):
@@ -49,7 +49,7 @@ from issuer.signin.pkce import s256
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
-ADMIN = os.environ.get("PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN = os.environ.get("ISSUER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "correct horse battery staple"
 REDIRECT = "http://127.0.0.1/cb"  # loopback: matches on any port; never contacted
 
@@ -217,6 +217,20 @@ async def measure(
     }
 
 
+async def mint(flows: Flows, browsers: list[Browser], need: int) -> list[tuple[str, str]]:
+    """``need`` codes, one minting loop per browser (thousands of queued requests on one httpx
+    pool would cost the load generator more than the server)."""
+    minted: list[tuple[str, str]] = []
+
+    async def loop(browser: Browser, count: int) -> None:
+        for _ in range(count):
+            minted.append(await flows.mint_code(browser))
+
+    share = -(-need // len(browsers))
+    await asyncio.gather(*(loop(browser, share) for browser in browsers))
+    return minted
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     return sorted(runs, key=lambda run: run["per_cpu_s"])[len(runs) // 2]
 
@@ -259,9 +273,7 @@ async def run_all(base: str, pid: int, client_id: str, cc: tuple[str, str], args
             for attempt in range(args.runs + 1):  # the first is the warm-up
                 if name == "exchange":  # codes for the run (generously many), minted unmeasured
                     need = int(args.expected_exchanges * args.duration)
-                    codes[:] = await asyncio.gather(
-                        *(flows.mint_code(browsers[i % len(browsers)]) for i in range(need))
-                    )
+                    codes[:] = await mint(flows, browsers, need)
                 result = await measure(flow, pid=pid, connections=args.connections, duration=args.duration)
                 if attempt:
                     runs.append(result)
@@ -289,7 +301,7 @@ def main() -> None:
     parser.add_argument(
         "--expected-exchanges",
         type=int,
-        default=1000,
+        default=600,
         help="codes minted per second of an exchange run (a run ends early when they run out)",
     )
     parser.add_argument("--json", help="also write the figures to this file")

@@ -58,12 +58,19 @@ def digest(session_id: str) -> bytes:
 
 
 class Tokens(msgspec.Struct, frozen=True):
-    """The session's tokens (sealed at rest); ``expires_at`` is the access token's expiry."""
+    """The session's tokens (sealed at rest); ``expires_at`` is the access token's expiry and
+    ``obtained_at`` when the BFF received it (their difference is its lifetime)."""
 
     access_token: str
     expires_at: int
     refresh_token: str | None = None
     id_token: str | None = None
+    obtained_at: int = 0
+
+    def refresh_due(self, now: int, leeway: int) -> bool:
+        """Refresh ``leeway`` seconds before expiry, but never earlier than half the lifetime."""
+        lifetime = max(0, self.expires_at - self.obtained_at)
+        return now >= self.expires_at - min(leeway, lifetime // 2)
 
 
 @dataclass(frozen=True, slots=True)

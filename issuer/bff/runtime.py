@@ -1,0 +1,82 @@
+"""What one BFF app holds while it runs: settings, the shared HTTP client, the session store, the
+issuer client and the refresher. Made by :func:`issuer.bff.app.create_app` (or the plugin),
+started and closed by the app's lifespan; nothing happens at import time."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from issuer.bff.oidc import IssuerClient
+from issuer.bff.refresh import Refresher
+from issuer.bff.sessions import Sealer, Session, digest, load_session_key
+from issuer.bff.settings import BffSettings
+from issuer.bff.store import CachedSessions, DatabaseSessions, SessionStore
+from issuer.store.database import Database
+
+__all__ = ["SESSION_COOKIE", "BffRuntime"]
+
+log = logging.getLogger("issuer.bff")
+
+SESSION_COOKIE = "__Host-bff-session"
+LOGIN_COOKIE = "__Host-bff-login"
+MAX_COOKIE = 128  # a session id is 43 characters; anything longer is not one of ours
+TOUCH_EVERY = 60  # seconds: the idle expiry is written at most this often per session
+
+
+class BffRuntime:
+    def __init__(self, settings: BffSettings) -> None:
+        self.settings = settings
+        self.sealer = Sealer(load_session_key(settings))
+        timeout = httpx.Timeout(settings.http_timeout)
+        self.http = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, limits=httpx.Limits(max_connections=200), trust_env=False
+        )
+        self.issuer = IssuerClient(settings, self.http)
+        durable = DatabaseSessions(Database(settings.database_url), self.sealer)
+        self.redis: aioredis.Redis | None = None
+        self.store: SessionStore = durable
+        if settings.redis_url:
+            from issuer import redis_conn
+
+            self.redis = redis_conn.async_client(settings.redis_url, socket_timeout=5.0)
+            # The store closes this client (the refresher's leases share it).
+            self.store = CachedSessions(durable, self.redis, settings.redis_prefix, settings.session_idle_ttl)
+        self.refresher = Refresher(
+            self.store,
+            self.issuer,
+            leeway=settings.refresh_leeway,
+            lease_ms=(settings.http_timeout + 5) * 1000,
+            redis=self.redis,
+            prefix=settings.redis_prefix,
+        )
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.http.aclose()
+
+    async def session(self, cookies: Any) -> Session | None:
+        """The live session named by the request's session cookie, or None. An ended session
+        (idle or absolute expiry) is deleted; a used one has its idle expiry moved on."""
+        value = cookies.get(SESSION_COOKIE)
+        if not value or len(value) > MAX_COOKIE:
+            return None
+        key = digest(value)
+        session = await self.store.get(key)
+        if session is None or not hmac.compare_digest(session.digest, key):
+            return None
+        now = int(time.time())
+        if now >= session.ends_at(self.settings.session_idle_ttl):
+            await self.store.delete(key)
+            return None
+        if now - session.last_seen_at >= min(TOUCH_EVERY, self.settings.session_idle_ttl // 10):
+            await self.store.touch(key, now)
+        return session

@@ -27,7 +27,7 @@ import logging
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import jwt
@@ -68,22 +68,27 @@ def no_store(response: Response[Any]) -> Response[Any]:
     return response
 
 
+def _cookie(
+    response: Response[Any], name: str, value: str, max_age: int, samesite: Literal["lax", "strict"]
+) -> None:
+    """A ``__Host-`` cookie: Secure, Path=/, no Domain (RFC 6265bis 4.1.3.2); HttpOnly."""
+    response.set_cookie(name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite=samesite)
+
+
 def set_session_cookie(response: Response[Any], value: str, max_age: int) -> None:
-    response.set_cookie(
-        SESSION_COOKIE, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="strict"
-    )
+    _cookie(response, SESSION_COOKIE, value, max_age, "strict")
 
 
 def clear_session_cookie(response: Response[Any]) -> None:
-    response.set_cookie(SESSION_COOKIE, "", max_age=0, path="/", secure=True, httponly=True, samesite="strict")
+    _cookie(response, SESSION_COOKIE, "", 0, "strict")
 
 
 def _set_login_cookie(response: Response[Any], value: str, max_age: int) -> None:
-    response.set_cookie(LOGIN_COOKIE, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="lax")
+    _cookie(response, LOGIN_COOKIE, value, max_age, "lax")
 
 
 def _clear_login_cookie(response: Response[Any]) -> None:
-    response.set_cookie(LOGIN_COOKIE, "", max_age=0, path="/", secure=True, httponly=True, samesite="lax")
+    _cookie(response, LOGIN_COOKIE, "", 0, "lax")
 
 
 @get("/bff/login", include_in_schema=False)

@@ -200,7 +200,8 @@ class IssuerClient:
             }
         )
         if status != 200:
-            log.warning("bff code exchange refused", extra={"status": status, "error": str(body.get("error"))})
+            error = str(body.get("error"))
+            log.warning("bff code exchange refused", extra={"status": status, "error": error})
             raise LoginFailed("the issuer refused the authorization code")
         return self._answer(body, now)
 

@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
-from litestar import Request, Response, route
+from litestar import HttpMethod, Request, Response, route
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
 
-from issuer.bff.http import NO_STORE, clear_session_cookie, csrf_ok, json_error, runtime_of
+from issuer.bff.http import clear_session_cookie, csrf_ok, json_error, runtime_of
 from issuer.bff.oidc import IssuerUnavailable
 from issuer.bff.settings import Upstream
 
@@ -38,7 +38,15 @@ __all__ = ["proxy_handlers"]
 
 log = logging.getLogger("issuer.bff")
 
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+METHODS: list[HttpMethod] = [
+    HttpMethod.GET,
+    HttpMethod.HEAD,
+    HttpMethod.POST,
+    HttpMethod.PUT,
+    HttpMethod.PATCH,
+    HttpMethod.DELETE,
+    HttpMethod.OPTIONS,
+]
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -167,6 +175,3 @@ def _make(upstream: Upstream, max_body: int) -> HTTPRouteHandler:
 
 def proxy_handlers(upstreams: tuple[Upstream, ...], max_body: int) -> list[HTTPRouteHandler]:
     return [_make(upstream, max_body) for upstream in upstreams]
-
-
-_ = NO_STORE

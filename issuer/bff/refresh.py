@@ -96,7 +96,7 @@ class Refresher:
                     return await self._refresh(latest)
                 finally:
                     try:
-                        await self.redis.eval(_RELEASE, 1, key, token)  # type: ignore[misc]
+                        await self.redis.eval(_RELEASE, 1, key, token)
                     except RedisError:
                         pass  # it expires by itself
             # Another instance refreshes: wait for its new tokens, or for its lease to go.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from http.cookiejar import CookieJar, CookiePolicy
 from typing import Any
 
 import httpx
@@ -29,13 +30,39 @@ MAX_COOKIE = 128  # a session id is 43 characters; anything longer is not one of
 TOUCH_EVERY = 60  # seconds: the idle expiry is written at most this often per session
 
 
+class _NoCookies(CookiePolicy):
+    """A cookie policy that accepts and returns nothing."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
 class BffRuntime:
     def __init__(self, settings: BffSettings) -> None:
         self.settings = settings
         self.sealer = Sealer(load_session_key(settings))
         timeout = httpx.Timeout(settings.http_timeout)
+        # No cookie jar: a shared client would keep an upstream's Set-Cookie and send it for every
+        # session (one user's cookie in another's requests).
         self.http = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, limits=httpx.Limits(max_connections=200), trust_env=False
+            timeout=timeout,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=200),
+            trust_env=False,
+            cookies=CookieJar(policy=_NoCookies()),
         )
         self.issuer = IssuerClient(settings, self.http)
         durable = DatabaseSessions(Database(settings.database_url), self.sealer)

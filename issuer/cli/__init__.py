@@ -6,7 +6,8 @@ one-line ``issuer: error: ...`` on stderr. Secrets are printed once and never ta
 This module is the root group and nothing else; each command group is a module of its own
 (:mod:`~issuer.cli.serve`, :mod:`~issuer.cli.db`, :mod:`~issuer.cli.clients`,
 :mod:`~issuer.cli.users`, :mod:`~issuer.cli.keys`, :mod:`~issuer.cli.sessions`,
-:mod:`~issuer.cli.audit`, :mod:`~issuer.cli.settings`, :mod:`~issuer.cli.bff`), sharing :mod:`~issuer.cli.support`.
+:mod:`~issuer.cli.audit`, :mod:`~issuer.cli.settings`, :mod:`~issuer.cli.bff`), sharing
+:mod:`~issuer.cli.support`.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from litestar.config.app import AppConfig
 from litestar.plugins import InitPluginProtocol
 from litestar.static_files import create_static_files_router
 
+from issuer.bff.health import health_handlers
 from issuer.bff.http import HANDLERS
 from issuer.bff.proxy import proxy_handlers
 from issuer.bff.runtime import BffRuntime
@@ -37,8 +38,9 @@ __all__ = ["BffPlugin", "create_app"]
 class BffPlugin(InitPluginProtocol):
     """Adds the BFF's routes, static files and lifespan to a Litestar app."""
 
-    def __init__(self, settings: BffSettings) -> None:
+    def __init__(self, settings: BffSettings, *, root_health: bool = False) -> None:
         self.settings = settings
+        self.root_health = root_health  # also /healthz and /readyz (the app is the BFF alone)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         settings = self.settings
@@ -53,7 +55,11 @@ class BffPlugin(InitPluginProtocol):
             finally:
                 await runtime.close()
 
-        handlers: list[Any] = [*HANDLERS, *proxy_handlers(settings.upstreams, settings.max_body_bytes)]
+        handlers: list[Any] = [
+            *HANDLERS,
+            *health_handlers(self.root_health),
+            *proxy_handlers(settings.upstreams, settings.max_body_bytes),
+        ]
         if settings.static_dir is not None:
             handlers.append(
                 create_static_files_router(
@@ -66,4 +72,4 @@ class BffPlugin(InitPluginProtocol):
 
 
 def create_app(settings: BffSettings | None = None) -> Litestar:
-    return Litestar(plugins=[BffPlugin(settings or load())], logging_config=None)
+    return Litestar(plugins=[BffPlugin(settings or load(), root_health=True)], logging_config=None)

@@ -11,6 +11,7 @@ from http.cookiejar import CookieJar, CookiePolicy
 from typing import Any
 
 import httpx
+import jwt
 import redis.asyncio as aioredis
 
 from issuer.bff.oidc import IssuerClient
@@ -19,6 +20,7 @@ from issuer.bff.sessions import Sealer, Session, digest, load_session_key
 from issuer.bff.settings import BffSettings
 from issuer.bff.store import CachedSessions, DatabaseSessions, SessionStore
 from issuer.store.database import Database
+from issuer_verify import Denylist, FeedDenylist, RedisDenylist
 
 __all__ = ["SESSION_COOKIE", "BffRuntime"]
 
@@ -65,7 +67,8 @@ class BffRuntime:
             cookies=CookieJar(policy=_NoCookies()),
         )
         self.issuer = IssuerClient(settings, self.http)
-        durable = DatabaseSessions(Database(settings.database_url), self.sealer)
+        self.database = Database(settings.database_url)
+        durable = DatabaseSessions(self.database, self.sealer)
         self.redis: aioredis.Redis | None = None
         self.store: SessionStore = durable
         if settings.redis_url:
@@ -74,6 +77,20 @@ class BffRuntime:
             self.redis = redis_conn.async_client(settings.redis_url, socket_timeout=5.0)
             # The store closes this client (the refresher's leases share it).
             self.store = CachedSessions(durable, self.redis, settings.redis_prefix, settings.session_idle_ttl)
+        self.denylist: Denylist | None = None
+        if settings.denylist_feed:
+            self.denylist = FeedDenylist(
+                settings.issuer_url,
+                client_id=settings.client_id,
+                client_secret=settings.client_secret,
+                poll_interval=1.0,
+                fail_open=True,
+                timeout=float(settings.http_timeout),
+            )
+        elif settings.denylist_redis_url:
+            self.denylist = RedisDenylist(
+                settings.denylist_redis_url, prefix=settings.denylist_redis_prefix, fail_open=True
+            )
         self.refresher = Refresher(
             self.store,
             self.issuer,
@@ -85,10 +102,32 @@ class BffRuntime:
 
     async def start(self) -> None:
         await self.store.start()
+        if self.denylist is not None:
+            self.denylist.start()
 
     async def close(self) -> None:
+        if self.denylist is not None:
+            self.denylist.close()
         await self.store.close()
         await self.http.aclose()
+
+    def revoked(self, session: Session) -> bool:
+        """Does the issuer's denylist (when followed) revoke the session's access token: its
+        ``sid`` (the refresh family), its user or client since it was issued, or its key? A
+        stale copy revokes nothing here (the upstream's verifier and the issuer's refresh check
+        still do): the BFF's check only ends sessions sooner."""
+        if self.denylist is None:
+            return False
+        token = session.tokens.access_token
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        if self.denylist.check(kid if isinstance(kid, str) else "", claims) == "revoked":
+            log.info("bff session ended: revoked at the issuer", extra={"subject": session.subject})
+            return True
+        return False
 
     async def session(self, cookies: Any) -> Session | None:
         """The live session named by the request's session cookie, or None. An ended session
@@ -101,7 +140,7 @@ class BffRuntime:
         if session is None or not hmac.compare_digest(session.digest, key):
             return None
         now = int(time.time())
-        if now >= session.ends_at(self.settings.session_idle_ttl):
+        if now >= session.ends_at(self.settings.session_idle_ttl) or self.revoked(session):
             await self.store.delete(key)
             return None
         if now - session.last_seen_at >= min(TOUCH_EVERY, self.settings.session_idle_ttl // 10):

@@ -226,6 +226,24 @@ class BffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         int,
         Meta(ge=0, le=1 << 30, description="Largest request body proxied to an upstream (413 above it)."),
     ] = 1 << 20
+    denylist_feed: Annotated[
+        bool,
+        Meta(
+            description="`true`: follow the issuer's revocations by polling its `/revocations` feed with the "
+            "BFF's client credentials (register the client with `--can-introspect`); a session whose tokens "
+            "are revoked (its `sid`, its user, its client) ends at its next request.",
+        ),
+    ] = False
+    denylist_redis_url: Annotated[
+        str | None,
+        Meta(
+            description="Follow the issuer's revocations through the issuer's Redis instead (its "
+            "`ISSUER_REDIS_URL`): pub/sub, no polling.",
+        ),
+    ] = None
+    denylist_redis_prefix: Annotated[
+        str, Meta(description="The issuer's `ISSUER_REDIS_PREFIX`, with BFF_DENYLIST_REDIS_URL.")
+    ] = "issuer:"
     post_logout_redirect_uri: Annotated[
         str | None,
         Meta(
@@ -307,6 +325,17 @@ def validate(settings: BffSettings) -> BffSettings:
             "BFF_SESSION_KEY is required with BFF_REDIS_URL or a PostgreSQL BFF_DATABASE_URL "
             "(instances that share sessions share the key)"
         )
+    if settings.denylist_feed and settings.denylist_redis_url:
+        raise SettingsError("set BFF_DENYLIST_FEED or BFF_DENYLIST_REDIS_URL, not both")
+    if settings.denylist_redis_url:
+        from issuer import redis_conn
+
+        try:
+            redis_conn.check_prefix(
+                redis_conn.parse(settings.denylist_redis_url), settings.denylist_redis_prefix
+            )
+        except ValueError as error:
+            raise SettingsError(f"BFF_DENYLIST_REDIS_URL: {error}") from None
     if settings.post_logout_redirect_uri is not None:
         parts = urlsplit(settings.post_logout_redirect_uri)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:

@@ -68,10 +68,10 @@ class Bff:
     db: Path
     key: str
 
-    async def session(self, browser: SpaBrowser) -> Session | None:
+    async def session(self, browser: SpaBrowser, cookie: str | None = None) -> Session | None:
         store = DatabaseSessions(Database(f"sqlite:///{self.db}"), Sealer(_key(self.key)))
         try:
-            return await store.get(digest(browser.cookies["__Host-bff-session"]))
+            return await store.get(digest(cookie or browser.cookies["__Host-bff-session"]))
         finally:
             await store.close()
 
@@ -120,9 +120,14 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
     with support.running_server(env, directory / "issuer.log") as issuer:
         env["ISSUER_URL"] = issuer.url
         client_id, secret = support.register_client(
-            env, *redirects, "--first-party", name="bff", grants=("authorization_code", "refresh_token"),
+            env,
+            *redirects,
+            "--first-party",
+            "--can-introspect",  # the BFF may follow the revocation feed
+            name="bff",
+            grants=("authorization_code", "refresh_token"),
             scope="openid read",
-        )  # fmt: skip
+        )
         subject = support.add_user(env)
         upstream = Upstream(issuer.url, directory / "upstream.log").start()
         try:
@@ -482,3 +487,40 @@ async def test_two_instances_on_one_redis_share_one_refresh(
     finally:
         a.process.stop()
         b.process.stop()
+
+
+# ---------------------------------------------------------------- the issuer's revocations, health
+
+
+async def test_an_operator_revocation_ends_the_session(
+    new_browser: Callable[..., SpaBrowser], setting: Setting
+) -> None:
+    bff = _start_bff(setting, 5, BFF_DENYLIST_FEED="true")
+    try:
+        browser = new_browser()
+        browser.sign_in(bff.url)
+        assert browser.call(bff.url + "/api/x").status_code == 200
+        cookie = browser.cookies["__Host-bff-session"]
+        session = await bff.session(browser)
+        assert session is not None and session.sid is not None
+        revoked = support.run_cli(setting.issuer_env, "sessions", "revoke", "--family", session.sid)
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 15
+        while browser.get(bff.url + "/bff/user").status_code != 401:
+            assert time.monotonic() < deadline, "the BFF did not follow the revocation"
+            time.sleep(0.1)
+        assert browser.call(bff.url + "/api/x").status_code == 401
+        assert await bff.session(browser, cookie) is None  # deleted, not only refused
+    finally:
+        bff.process.stop()
+
+
+async def test_health_endpoints(new_browser: Callable[..., SpaBrowser], bff: Bff) -> None:
+    browser = new_browser()
+    for path in ("/healthz", "/bff/healthz"):
+        answer = browser.get(bff.url + path)
+        assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+    for path in ("/readyz", "/bff/readyz"):
+        answer = browser.get(bff.url + path)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["checks"] == {"database": "ok", "redis": "not configured", "issuer": "ok"}

@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 import jwt
 from litestar import Request, Response, get, post
 from litestar.response import Redirect
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from issuer.bff.oidc import IssuerUnavailable, LoginFailed
 from issuer.bff.redirects import safe_return_to
@@ -40,7 +41,7 @@ from issuer.bff.runtime import LOGIN_COOKIE, MAX_COOKIE, SESSION_COOKIE, BffRunt
 from issuer.bff.sessions import LoginState, Session, Tokens, digest, new_session_id
 from issuer.signin.pkce import s256
 
-__all__ = ["HANDLERS", "callback", "csrf_ok", "json_error", "login", "logout", "no_store", "user"]
+__all__ = ["HANDLERS", "callback", "csrf_ok", "json_error", "login", "logout", "metrics", "no_store", "user"]
 
 log = logging.getLogger("issuer.bff")
 
@@ -187,6 +188,7 @@ async def callback(request: Request[Any, Any, Any]) -> Response[Any]:
         sid=_family_sid(answer.access_token),
     )
     await bff.store.create(session)
+    bff.metrics.sessions_started.inc()
     log.info("bff session started", extra={"subject": session.subject})
     response: Response[Any] = Redirect(state.return_to, status_code=303)
     _clear_login_cookie(response)
@@ -222,6 +224,7 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
         else:
             await bff.issuer.revoke(session.tokens.access_token, hint="access_token")
         await bff.store.delete(session.digest)
+        bff.metrics.ended("logout")
         log.info("bff session ended: logout", extra={"subject": session.subject})
     response: Response[Any]
     if request.query_params.get("global") == "1":
@@ -245,4 +248,14 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
     return no_store(response)
 
 
-HANDLERS = [login, callback, user, logout]
+@get("/bff/metrics", include_in_schema=False)
+async def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
+    bff = runtime_of(request)
+    expected = bff.settings.metrics_token
+    presented = request.headers.get("authorization", "")
+    if not expected or not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
+        return json_error(404, "not_found", "no such path")
+    return Response(bff.metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
+
+
+HANDLERS = [login, callback, user, logout, metrics]

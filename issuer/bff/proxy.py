@@ -144,13 +144,17 @@ def _make(upstream: Upstream, max_body: int) -> HTTPRouteHandler:
             log.warning(
                 "bff upstream unavailable", extra={"upstream": upstream.prefix, "error": type(error).__name__}
             )
+            bff.metrics.proxied.labels(upstream.prefix, "502").inc()
             return json_error(502, "bad_gateway", "the upstream cannot be reached")
+        elapsed = time.perf_counter() - started
+        bff.metrics.upstream_seconds.labels(upstream.prefix).observe(elapsed)
+        bff.metrics.proxied.labels(upstream.prefix, str(answer.status_code)).inc()
         log.debug(
             "bff proxied",
             extra={
                 "upstream": upstream.prefix,
                 "status": answer.status_code,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "ms": round(elapsed * 1000, 2),
             },
         )
 

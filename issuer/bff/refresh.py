@@ -25,6 +25,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from issuer.bff.metrics import BffMetrics
 from issuer.bff.oidc import IssuerClient, IssuerUnavailable, RefreshRejected
 from issuer.bff.sessions import Session, Tokens
 from issuer.bff.store import SessionStore
@@ -42,6 +43,7 @@ class Refresher:
         self,
         store: SessionStore,
         client: IssuerClient,
+        metrics: BffMetrics,
         *,
         leeway: int,
         lease_ms: int,
@@ -50,11 +52,11 @@ class Refresher:
     ) -> None:
         self.store = store
         self.client = client
+        self.metrics = metrics
         self.leeway = leeway
         self.lease_ms = lease_ms
         self.redis = redis
         self.prefix = prefix
-        self.refreshes = 0  # refreshes this process made at the issuer (a metric, and for tests)
         self._locks: weakref.WeakValueDictionary[bytes, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _due(self, session: Session) -> bool:
@@ -118,14 +120,20 @@ class Refresher:
             if int(time.time()) < tokens.expires_at:
                 return current
             await self.store.delete(current.digest)
+            self.metrics.ended("expired")
             return None
         try:
             answer = await self.client.refresh(tokens.refresh_token)
         except RefreshRejected:
             log.info("bff session ended: refresh refused", extra={"subject": current.subject})
+            self.metrics.refreshes.labels("refused").inc()
             await self.store.delete(current.digest)
+            self.metrics.ended("refresh_refused")
             return None
-        self.refreshes += 1
+        except IssuerUnavailable:
+            self.metrics.refreshes.labels("unavailable").inc()
+            raise
+        self.metrics.refreshes.labels("ok").inc()
         now = int(time.time())
         renewed = replace(
             current,

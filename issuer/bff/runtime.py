@@ -14,6 +14,7 @@ import httpx
 import jwt
 import redis.asyncio as aioredis
 
+from issuer.bff.metrics import BffMetrics
 from issuer.bff.oidc import IssuerClient
 from issuer.bff.refresh import Refresher
 from issuer.bff.sessions import Sealer, Session, digest, load_session_key
@@ -91,9 +92,11 @@ class BffRuntime:
             self.denylist = RedisDenylist(
                 settings.denylist_redis_url, prefix=settings.denylist_redis_prefix, fail_open=True
             )
+        self.metrics = BffMetrics()
         self.refresher = Refresher(
             self.store,
             self.issuer,
+            self.metrics,
             leeway=settings.refresh_leeway,
             lease_ms=(settings.http_timeout + 5) * 1000,
             redis=self.redis,
@@ -140,8 +143,13 @@ class BffRuntime:
         if session is None or not hmac.compare_digest(session.digest, key):
             return None
         now = int(time.time())
-        if now >= session.ends_at(self.settings.session_idle_ttl) or self.revoked(session):
+        if now >= session.ends_at(self.settings.session_idle_ttl):
             await self.store.delete(key)
+            self.metrics.ended("expired")
+            return None
+        if self.revoked(session):
+            await self.store.delete(key)
+            self.metrics.ended("revoked")
             return None
         if now - session.last_seen_at >= min(TOUCH_EVERY, self.settings.session_idle_ttl // 10):
             await self.store.touch(key, now)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
-from issuer.settings import SettingsError, _directory, _parser, mask_url
+from issuer.settings import SettingsError, _directory, _metrics_token, _parser, mask_url
 
 __all__ = ["SPECS", "BffSettings", "Upstream", "load"]
 
@@ -244,6 +244,14 @@ class BffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     denylist_redis_prefix: Annotated[
         str, Meta(description="The issuer's `ISSUER_REDIS_PREFIX`, with BFF_DENYLIST_REDIS_URL.")
     ] = "issuer:"
+    metrics_token: Annotated[
+        str | None,
+        Meta(
+            extra={"parse": _metrics_token},
+            description="Bearer token that `GET /bff/metrics` requires (16+ visible ASCII characters). "
+            "Unset: `/bff/metrics` is a 404.",
+        ),
+    ] = None
     post_logout_redirect_uri: Annotated[
         str | None,
         Meta(

@@ -30,6 +30,7 @@ from tests import support
 from tests.bff.support import BffProcess, SpaBrowser, Upstream, leaks
 
 ACCESS_TTL = 10  # ISSUER_ACCESS_TOKEN_TTL's minimum
+METRICS_TOKEN = "metrics-" + secrets.token_urlsafe(16)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Setting:
             BFF_REFRESH_LEEWAY="2",
             BFF_MAX_BODY_BYTES="4096",
             BFF_POST_LOGOUT_REDIRECT_URI=f"http://127.0.0.1:{port}/",
+            BFF_METRICS_TOKEN=METRICS_TOKEN,
         )
         env.update(extra)
         return env
@@ -524,3 +526,23 @@ async def test_health_endpoints(new_browser: Callable[..., SpaBrowser], bff: Bff
         answer = browser.get(bff.url + path)
         assert answer.status_code == 200, answer.text
         assert answer.json()["checks"] == {"database": "ok", "redis": "not configured", "issuer": "ok"}
+
+
+async def test_metrics_need_the_token_and_count(new_browser: Callable[..., SpaBrowser], bff: Bff) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    assert browser.call(bff.url + "/api/counted").status_code == 200
+    assert browser.get(bff.url + "/bff/metrics").status_code == 404
+    assert (
+        browser.get(
+            bff.url + "/bff/metrics", headers={"authorization": "Bearer wrong-token-123456"}
+        ).status_code
+        == 404
+    )
+    answer = browser.get(bff.url + "/bff/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"})
+    assert answer.status_code == 200
+    lines = answer.text.splitlines()
+    started = next(line for line in lines if line.startswith("bff_sessions_started_total "))
+    assert float(started.split()[1]) >= 1
+    assert any(line.startswith('bff_proxied_requests_total{status="200",upstream="/api"}') for line in lines)
+    assert any(line.startswith('bff_upstream_seconds_count{upstream="/api"}') for line in lines)

@@ -10,7 +10,8 @@
   (:meth:`IssuerClient.validate_id_token`); then a new session (a new id: no fixation; a session
   the browser already had is deleted) and a 303 to ``return_to``.
 - The session cookie ``__Host-bff-session``: HttpOnly, Secure, SameSite=Strict, Path=/, no Domain.
-- ``POST /bff/logout`` needs ``X-CSRF: 1`` (403 without: a cross-site form cannot set it); it
+- ``POST /bff/logout`` needs ``X-CSRF: 1`` (403 without: a cross-site form cannot set it), or,
+  for a form on the BFF's own pages, ``Origin`` equal to ``BFF_URL`` (:func:`same_origin_form`); it
   revokes the refresh token at the issuer (RFC 7009), deletes the session and clears the cookie;
   ``?global=1`` answers 303 to the issuer's ``end_session_endpoint`` (OpenID Connect
   RP-Initiated Logout 1.0) with ``id_token_hint`` and, if configured, ``post_logout_redirect_uri``.
@@ -58,6 +59,14 @@ def csrf_ok(request: Request[Any, Any, Any]) -> bool:
     """The required custom header: a cross-site simple request (form, link, image) cannot set it,
     and a cross-site fetch that sets it needs a CORS preflight the BFF never grants."""
     return request.headers.get("x-csrf") == "1"
+
+
+def same_origin_form(request: Request[Any, Any, Any], origin: str) -> bool:
+    """A form POST from the BFF's own pages: ``Origin`` is exactly ``BFF_URL`` (browsers send it
+    on every POST and a page cannot forge it; OWASP CSRF cheat sheet, "verifying origin with
+    standard headers"). Accepted for ``POST /bff/logout`` only, so that ``?global=1`` can be a
+    top-level navigation (a ``fetch`` cannot follow the redirect to the issuer's page)."""
+    return request.headers.get("origin") == origin
 
 
 def json_error(status: int, error: str, description: str) -> Response[Any]:
@@ -213,7 +222,7 @@ async def user(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/bff/logout", include_in_schema=False, status_code=200)
 async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
     bff = runtime_of(request)
-    if not csrf_ok(request):
+    if not (csrf_ok(request) or same_origin_form(request, bff.settings.url)):
         return json_error(403, "forbidden", "the X-CSRF: 1 header is required")
     session = await bff.session(request.cookies)
     id_token = None

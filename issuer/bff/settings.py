@@ -23,7 +23,7 @@ from msgspec import Meta
 
 from issuer.settings import SettingsError, _directory, _metrics_token, _parser, mask_url
 
-__all__ = ["SPECS", "BffSettings", "Upstream", "load"]
+__all__ = ["SPECS", "BffSettings", "Upstream", "load", "markdown_table", "replace", "shown_values"]
 
 DAY = 86400
 RESERVED_PREFIX = "/bff"
@@ -119,25 +119,25 @@ class BffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     url: Annotated[
         str,
         Meta(
-            description="Required. The BFF's own public base URL (the browser's origin), e.g. "
+            description="The BFF's own public base URL (the browser's origin), e.g. "
             "`https://app.example`; the redirect URI registered at the issuer is this + `/bff/callback`. "
             "`https`, except on loopback.",
         ),
     ]
     issuer_url: Annotated[
         str,
-        Meta(description="Required. The issuer identifier (its `ISSUER_URL`); its metadata is read from it."),
+        Meta(description="The issuer identifier (its `ISSUER_URL`); its metadata is read from it."),
     ]
     client_id: Annotated[
         str,
         Meta(
-            description="Required. The BFF's client id at the issuer (a confidential client with the "
+            description="The BFF's client id at the issuer (a confidential client with the "
             "`authorization_code` and `refresh_token` grants).",
         ),
     ]
     client_secret: Annotated[
         str,
-        Meta(description="Required. Its secret (sent with HTTP Basic, `client_secret_basic`); never logged."),
+        Meta(description="Its secret (sent with HTTP Basic, `client_secret_basic`); never logged."),
     ]
     scope: Annotated[
         str,
@@ -277,8 +277,10 @@ def _specs() -> tuple[Spec, ...]:
         kind, meta = get_args(info.type)
         env = f"BFF_{info.name.upper()}"
         default = None if info.required or info.default is None else info.default
-        if isinstance(default, tuple):
-            shown: str | None = ",".join(f"{u.prefix}={u.url}" for u in default)
+        if isinstance(default, bool):
+            shown: str | None = "true" if default else "false"
+        elif isinstance(default, tuple):
+            shown = ",".join(f"{u.prefix}={u.url}" for u in default)
         else:
             shown = None if default is None else str(default)
         specs.append(
@@ -296,6 +298,37 @@ def _specs() -> tuple[Spec, ...]:
 
 SPECS: tuple[Spec, ...] = _specs()
 _BY_FIELD = {spec.field: spec for spec in SPECS}
+
+
+SECRETS = ("client_secret", "session_key", "metrics_token")
+URLS = ("database_url", "redis_url", "denylist_redis_url")
+
+
+def markdown_table() -> str:
+    """The settings table of docs/bff.md (``issuer bff settings --markdown``)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for spec in SPECS:
+        shown = mask_url(spec.default) if spec.default and spec.field in URLS else spec.default
+        default = (
+            "required" if spec.required else "unset" if shown is None else f"`{shown}`" if shown else "empty"
+        )
+        lines.append(f"| `{spec.env}` | {default} | {spec.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def shown_values(settings: BffSettings) -> list[str]:
+    """``BFF_X=value`` lines, secrets as ``(set)`` and URL passwords as ``***``."""
+    lines = []
+    for spec in SPECS:
+        value = getattr(settings, spec.field)
+        if isinstance(value, tuple):
+            value = ",".join(f"{u.prefix}={u.url}" for u in value)
+        if spec.field in SECRETS and value:
+            value = "(set)"
+        elif spec.field in URLS and value:
+            value = mask_url(value)
+        lines.append(f"{spec.env}={'' if value is None else value}")
+    return lines
 
 
 def validate(settings: BffSettings) -> BffSettings:

@@ -58,3 +58,17 @@ def serve(host: str, port: int, log_level: str) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+
+
+@bff.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the settings table of docs/bff.md (Markdown).")
+def settings_command(markdown: bool) -> None:
+    """Print every BFF_* setting's current value (secrets as (set), URL passwords as ***), or with
+    --markdown the settings table of docs/bff.md."""
+    from issuer.bff.settings import load, markdown_table, shown_values
+
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
+    for line in shown_values(load()):
+        click.echo(line)

@@ -355,8 +355,9 @@ async def test_logout_needs_the_csrf_header_then_revokes_the_family(
     session = await bff.session(browser)
     assert session is not None and session.sid is not None
     assert _family_state(setting, session.sid) == "live"
-    refused = browser.request("POST", bff.url + "/bff/logout")
-    assert refused.status_code == 403
+    for headers in ({}, {"x-csrf": "0"}, {"origin": "https://evil.example"}, {"origin": "null"}):
+        refused = browser.request("POST", bff.url + "/bff/logout", headers=headers)
+        assert refused.status_code == 403, headers
     assert browser.get(bff.url + "/bff/user").status_code == 200  # nothing ended
     done = browser.request("POST", bff.url + "/bff/logout", headers={"x-csrf": "1"})
     assert done.status_code == 204 and "__Host-bff-session" not in browser.cookies
@@ -370,6 +371,15 @@ async def test_logout_needs_the_csrf_header_then_revokes_the_family(
         auth=(setting.client_id, setting.client_secret),
     )
     assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+
+
+async def test_a_form_on_the_bffs_own_origin_may_log_out(
+    new_browser: Callable[..., SpaBrowser], bff: Bff
+) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    answer = browser.request("POST", bff.url + "/bff/logout?global=1", headers={"origin": bff.url})
+    assert answer.status_code == 303 and "__Host-bff-session" not in browser.cookies
 
 
 async def test_global_logout_sends_the_browser_to_the_issuer(

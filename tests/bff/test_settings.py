@@ -86,3 +86,12 @@ def test_the_environment_key_wins(tmp_path: Path) -> None:
     raw = secrets.token_bytes(32)
     settings = load({**BASE, "BFF_SESSION_KEY": b64encode(raw), "BFF_KEYS_DIR": str(tmp_path / "keys")})
     assert load_session_key(settings) == raw and not (tmp_path / "keys").exists()
+
+
+def test_docs_bff_lists_every_setting() -> None:
+    from issuer.bff.settings import SPECS, markdown_table
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "bff.md").read_text()
+    assert markdown_table() in page, "docs/bff.md's table is stale: paste `issuer bff settings --markdown`"
+    for spec in SPECS:
+        assert f"`{spec.env}`" in page

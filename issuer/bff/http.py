@@ -198,6 +198,7 @@ async def callback(request: Request[Any, Any, Any]) -> Response[Any]:
     )
     await bff.store.create(session)
     bff.metrics.sessions_started.inc()
+    await bff.purge()
     log.info("bff session started", extra={"subject": session.subject})
     response: Response[Any] = Redirect(state.return_to, status_code=303)
     _clear_login_cookie(response)

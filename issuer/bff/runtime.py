@@ -31,6 +31,7 @@ SESSION_COOKIE = "__Host-bff-session"
 LOGIN_COOKIE = "__Host-bff-login"
 MAX_COOKIE = 128  # a session id is 43 characters; anything longer is not one of ours
 TOUCH_EVERY = 60  # seconds: the idle expiry is written at most this often per session
+PURGE_EVERY = 300  # seconds: ended sessions are deleted from the database at most this often
 
 
 class _NoCookies(CookiePolicy):
@@ -69,7 +70,8 @@ class BffRuntime:
         )
         self.issuer = IssuerClient(settings, self.http)
         self.database = Database(settings.database_url)
-        durable = DatabaseSessions(self.database, self.sealer)
+        self.durable = durable = DatabaseSessions(self.database, self.sealer)
+        self._purged_at = 0.0
         self.redis: aioredis.Redis | None = None
         self.store: SessionStore = durable
         if settings.redis_url:
@@ -113,6 +115,18 @@ class BffRuntime:
             self.denylist.close()
         await self.store.close()
         await self.http.aclose()
+
+    async def purge(self) -> None:
+        """Delete the sessions that ended unused (at most every :data:`PURGE_EVERY` seconds per
+        process; called when a session starts). Their refresh tokens are left to expire at the
+        issuer (its idle and absolute lifetimes)."""
+        now = time.monotonic()
+        if now - self._purged_at < PURGE_EVERY:
+            return
+        self._purged_at = now
+        removed = await self.durable.purge(int(time.time()), self.settings.session_idle_ttl)
+        if removed:
+            self.metrics.sessions_ended.labels("expired").inc(removed)
 
     def revoked(self, session: Session) -> bool:
         """Does the issuer's denylist (when followed) revoke the session's access token: its

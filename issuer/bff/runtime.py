@@ -19,7 +19,7 @@ from issuer.bff.oidc import IssuerClient
 from issuer.bff.refresh import Refresher
 from issuer.bff.sessions import Sealer, Session, digest, load_session_key
 from issuer.bff.settings import BffSettings
-from issuer.bff.store import CachedSessions, DatabaseSessions, SessionStore
+from issuer.bff.store import CachedSessions, DatabaseSessions, MemoryCached, SessionStore
 from issuer.store.database import Database
 from issuer_verify import Denylist, FeedDenylist, RedisDenylist
 
@@ -73,7 +73,7 @@ class BffRuntime:
         self.durable = durable = DatabaseSessions(self.database, self.sealer)
         self._purged_at = 0.0
         self.redis: aioredis.Redis | None = None
-        self.store: SessionStore = durable
+        self.store: SessionStore = MemoryCached(durable)  # one process: the cache sees every write
         if settings.redis_url:
             from issuer import redis_conn
 

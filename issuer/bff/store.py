@@ -5,6 +5,7 @@ when missing at start: the BFF's database is its own, or a schema shared with no
 issuer's migrations). :class:`CachedSessions` puts Redis in front: reads try Redis first and fill
 it from the database on a miss; writes go to the database first, then to Redis; a Redis outage
 is logged and the database answers alone, and a Redis that lost its data loses no session.
+Without Redis (one BFF process) :class:`MemoryCached` keeps the sessions read recently in process.
 
 Rows hold the SHA-256 of the cookie value, never the value, and the tokens only sealed
 (:class:`issuer.bff.sessions.Sealer`). A refresh stores its new tokens with a compare-and-set on
@@ -13,8 +14,11 @@ Rows hold the SHA-256 of the cookie value, never the value, and the tokens only 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import time
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import msgspec
@@ -37,7 +41,7 @@ from sqlalchemy import (
 from issuer.bff.sessions import Sealer, Session
 from issuer.store.database import Database
 
-__all__ = ["CachedSessions", "DatabaseSessions", "SessionStore", "metadata", "sessions_table"]
+__all__ = ["CachedSessions", "DatabaseSessions", "MemoryCached", "SessionStore", "metadata", "sessions_table"]
 
 log = logging.getLogger("issuer.bff")
 
@@ -270,11 +274,68 @@ class CachedSessions:
         await self._forget(session_digest)
 
 
+class MemoryCached:
+    """A store with an in-process cache in front (no Redis: one BFF process, so every write goes
+    through this cache and it stays exact). Bounded (least recently used out first); each entry
+    lives at most ``ttl`` seconds. A SQLite read costs a couple of milliseconds (a thread hop and
+    a transaction); a dictionary lookup, microseconds."""
+
+    def __init__(self, inner: SessionStore, *, size: int = 10_000, ttl: float = 60.0) -> None:
+        self.inner = inner
+        self.size = size
+        self.ttl = ttl
+        self._entries: OrderedDict[bytes, tuple[float, Session | None]] = OrderedDict()
+
+    def _put(self, session_digest: bytes, session: Session | None) -> None:
+        self._entries[session_digest] = (time.monotonic() + self.ttl, session)
+        self._entries.move_to_end(session_digest)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        self._entries.clear()
+        await self.inner.close()
+
+    async def create(self, session: Session) -> None:
+        await self.inner.create(session)
+        self._put(session.digest, session)
+
+    async def get(self, session_digest: bytes) -> Session | None:
+        entry = self._entries.get(session_digest)
+        if entry is not None and entry[0] > time.monotonic():
+            self._entries.move_to_end(session_digest)
+            return entry[1]
+        session = await self.inner.get(session_digest)
+        if session is not None:  # unknown ids are not cached: guessing cannot fill the cache
+            self._put(session_digest, session)
+        else:
+            self._entries.pop(session_digest, None)
+        return session
+
+    async def replace(self, session: Session, expected_version: int) -> bool:
+        self._entries.pop(session.digest, None)
+        if not await self.inner.replace(session, expected_version):
+            return False
+        self._put(session.digest, session)
+        return True
+
+    async def touch(self, session_digest: bytes, now: int) -> None:
+        await self.inner.touch(session_digest, now)
+        entry = self._entries.get(session_digest)
+        if entry is not None and entry[1] is not None and entry[1].last_seen_at < now:
+            self._entries[session_digest] = (entry[0], dataclasses.replace(entry[1], last_seen_at=now))
+
+    async def delete(self, session_digest: bytes) -> None:
+        self._entries.pop(session_digest, None)
+        await self.inner.delete(session_digest)
+
+
 def _as_bytes(raw: bytes | str) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode("latin-1")
 
 
 def _now() -> int:
-    import time
-
     return int(time.time())

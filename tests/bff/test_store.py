@@ -19,7 +19,7 @@ from msgspec import structs
 from sqlalchemy import select
 
 from issuer.bff.sessions import Sealer, Session, Tokens, digest, new_session_id
-from issuer.bff.store import CachedSessions, DatabaseSessions, SessionStore, sessions_table
+from issuer.bff.store import CachedSessions, DatabaseSessions, MemoryCached, SessionStore, sessions_table
 from issuer.store.database import Database
 from tests import support
 
@@ -49,12 +49,14 @@ def _durable(url: str, key: bytes) -> DatabaseSessions:
     return DatabaseSessions(Database(url), Sealer(key))
 
 
-@pytest.fixture(params=["database", "redis"])
+@pytest.fixture(params=["database", "memory", "redis"])
 async def store(
     request: pytest.FixtureRequest, bff_database_url: str, session_key: bytes
 ) -> AsyncIterator[SessionStore]:
     durable = _durable(bff_database_url, session_key)
     live: SessionStore = durable
+    if request.param == "memory":
+        live = MemoryCached(durable)
     if request.param == "redis":
         prefix = request.getfixturevalue("redis_prefix")
         live = CachedSessions(durable, aioredis.Redis.from_url(support.REDIS_URL), prefix, IDLE)
@@ -220,5 +222,23 @@ async def test_a_redis_outage_falls_back_to_the_database(bff_database_url: str, 
         assert await store.get(digest(cookie)) is not None
         await store.delete(digest(cookie))
         assert await store.get(digest(cookie)) is None
+    finally:
+        await store.close()
+
+
+async def test_the_memory_cache_is_bounded_and_caches_no_unknown_id(
+    bff_database_url: str, session_key: bytes
+) -> None:
+    store = MemoryCached(_durable(bff_database_url, session_key), size=2)
+    await store.start()
+    try:
+        cookies = [new_session_id() for _ in range(3)]
+        for cookie in cookies:
+            await store.create(_session(cookie))
+        assert len(store._entries) == 2  # the oldest went out
+        assert await store.get(digest(cookies[0])) is not None  # read again from the database
+        for _ in range(5):
+            assert await store.get(digest(new_session_id())) is None
+        assert len(store._entries) == 2
     finally:
         await store.close()

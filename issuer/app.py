@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException
 
 from issuer.errors import IssuerError
 from issuer.http.authorize import authorize, consent_form, consent_post, login_form, login_post
+from issuer.http.cors import cors_headers
 from issuer.http.health import healthz, readyz
 from issuer.http.logout import logout
 from issuer.http.observe import metrics, observe
@@ -25,7 +26,8 @@ from issuer.http.responses import (
 )
 from issuer.http.revocation import introspect, revocations, revocations_post, revoke
 from issuer.http.token import token
-from issuer.http.wellknown import jwks, metadata
+from issuer.http.userinfo import userinfo
+from issuer.http.wellknown import jwks, metadata, openid_configuration
 from issuer.runtime import Runtime
 from issuer.settings import Settings, load
 
@@ -51,6 +53,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             token,
             jwks,
             metadata,
+            openid_configuration,
+            userinfo,
             revoke,
             introspect,
             revocations,
@@ -76,7 +80,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         template_config=template_config(settings),
         lifespan=[lifespan],
         middleware=[observe],  # request id, latency metrics, access line (issuer.http.observe)
-        before_send=[common_headers],  # X-Content-Type-Options: nosniff on every response
+        # X-Content-Type-Options: nosniff on every response; CORS on the token-side endpoints only
+        before_send=[common_headers, cors_headers],
         logging_config=None,  # logging is `issuer serve`'s (issuer.observability.logs), in every worker too
         exception_handlers={
             IssuerError: error_response,

@@ -142,6 +142,9 @@ class ClientDirectory:
         self.cache_ttl = cache_ttl
         self._key = derive_key(hmac_key, "client-secret/v1")
         self._cache: dict[str, tuple[float, ClientRecord | None]] = {}
+        # Bumped by every change made through this directory: caches built on the client table
+        # (the CORS origins, issuer.signin.origins) rebuild at once in this process.
+        self.changes = 0
         self._dummy = self.digest("not a secret")
 
     def digest(self, secret: str) -> bytes:
@@ -162,6 +165,7 @@ class ClientDirectory:
         return record
 
     def invalidate(self, client_id: str | None = None) -> None:
+        self.changes += 1
         if client_id is None:
             self._cache.clear()
         else:
@@ -245,6 +249,7 @@ class ClientDirectory:
                 public=public,
                 first_party=first_party,
             )
+        self.changes += 1
         return NewClient(client_id, None if public else secret)
 
     async def set_disabled(self, client_id: str, disabled: bool) -> bool:

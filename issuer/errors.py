@@ -13,6 +13,10 @@
     |   +-- UnsupportedGrantType    400 unsupported_grant_type
     |   +-- InvalidScope            400 invalid_scope
     |   +-- RateLimited             429 rate_limited + Retry-After (not an RFC 6749 code: none fits)
+    +-- BearerError                 RFC 6750 3: + WWW-Authenticate: Bearer (the userinfo endpoint)
+    |   +-- BearerRequired          401, no error code in the header (RFC 6750 3.1: no credentials)
+    |   +-- InvalidToken            401 invalid_token (malformed, expired, revoked, forged, no user)
+    |   +-- InsufficientScope       403 insufficient_scope (+ scope= the scope required)
     +-- TemporarilyUnavailable      503 temporarily_unavailable + Retry-After (database/Redis outage)
         +-- Overloaded              503 temporarily_unavailable + Retry-After (password checks shed)
 
@@ -23,10 +27,14 @@ place. ``description`` is shown to the client; ``detail`` is for logs and never 
 from __future__ import annotations
 
 __all__ = [
+    "BearerError",
+    "BearerRequired",
+    "InsufficientScope",
     "InvalidClient",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
+    "InvalidToken",
     "IssuerError",
     "NotPermitted",
     "OAuthError",
@@ -135,6 +143,48 @@ class RateLimited(OAuthError):
     def __init__(self, description: str | None = None, *, detail: str | None = None, retry_after: int = 1):
         super().__init__(description, detail=detail)
         self.retry_after = retry_after
+
+
+class BearerError(IssuerError):
+    """A protected resource refusing its Bearer token (RFC 6750 3): the answer carries
+    ``WWW-Authenticate: Bearer realm="issuer"`` with ``error`` and ``error_description`` (and
+    ``scope`` for :class:`InsufficientScope`). Descriptions stay within RFC 6750 3's character set
+    (no ``"`` or ``\\``)."""
+
+    #: the header's ``error`` attribute; None leaves it out (RFC 6750 3.1)
+    header_error: str | None = None
+    scope: str | None = None
+
+
+class BearerRequired(BearerError):
+    """No Bearer credentials at all (or another scheme): RFC 6750 3.1 says the answer SHOULD NOT
+    include an error code in ``WWW-Authenticate``; the JSON body still says ``invalid_token``."""
+
+    status = 401
+    code = "invalid_token"
+    default_description = "a Bearer access token is required"
+
+
+class InvalidToken(BearerError):
+    """The access token is expired, revoked, malformed, not ours, or names no usable user."""
+
+    status = 401
+    code = "invalid_token"
+    header_error = "invalid_token"
+    default_description = "the access token is invalid"
+
+
+class InsufficientScope(BearerError):
+    """The token is valid but lacks the scope the resource needs (RFC 6750 3.1): 403."""
+
+    status = 403
+    code = "insufficient_scope"
+    header_error = "insufficient_scope"
+    default_description = "the access token lacks the required scope"
+
+    def __init__(self, scope: str, description: str | None = None, *, detail: str | None = None) -> None:
+        super().__init__(description, detail=detail)
+        self.scope = scope
 
 
 class TemporarilyUnavailable(IssuerError):

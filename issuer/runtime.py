@@ -27,6 +27,7 @@ from issuer.revocation.service import Revocation
 from issuer.settings import Settings, jwks_max_age
 from issuer.signin.csrf import CSRF
 from issuer.signin.idtoken import IdTokens
+from issuer.signin.origins import AllowedOrigins
 from issuer.store import migrations
 from issuer.store.audit import AuditStore
 from issuer.store.database import Database
@@ -78,7 +79,10 @@ class Runtime:
         self.codes = CodeStore()
         self.consents = ConsentStore()
         self.csrf = CSRF(self.material.hmac_key)
+        # CORS: the origins of public clients' redirect URIs (issuer.http.cors)
+        self.origins = AllowedOrigins(self.clients, ttl=settings.client_cache_ttl)
         self.authorization_requests = RequestStore()  # pending requests waiting for login/consent
+        self.signin_prune_due = 0  # when /authorize next deletes expired requests and codes
         self.login_outcomes: dict[str, int] = dict.fromkeys(("ok", "failed", "rate_limited"), 0)  # a metric
         self.grants = GrantContext(
             settings=settings,

@@ -288,8 +288,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Meta(
             ge=0,
             le=300,
-            description="How long an instance caches a client record; a secret rotation or client change "
-            "takes effect everywhere within this time. 0 disables the cache.",
+            description="How long an instance caches a client record (and the CORS origins of public "
+            "clients); a secret rotation or client change takes effect everywhere within this time. 0 "
+            "disables the cache.",
         ),
     ] = 5
     password_hash_memory_kib: Annotated[

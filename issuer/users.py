@@ -153,6 +153,13 @@ class UserDirectory:
         row = await self.store.by_id(conn, login.subject, lock=True)
         return row is not None and row.disabled_at is None and row.password_hash == login.password_hash
 
+    async def username(self, subject: str) -> str | None:
+        """The username of the enabled user ``subject`` (the userinfo endpoint's
+        ``preferred_username``); None for a disabled, deleted or unknown user."""
+        async with self.db.transaction() as conn:
+            row = await self.store.by_id(conn, subject)
+        return str(row.username) if row is not None and row.disabled_at is None else None
+
     async def create(self, username: str, password: str) -> str:
         name = normalize_username(username)
         check_password(password)

@@ -103,7 +103,9 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
     refresh = ctx.refresh_tokens.new() if "refresh_token" in client.grant_types else None
     refusal: str | None = None
     async with ctx.db.transaction() as conn:
-        spent = await ctx.codes.spend(conn, code_digest, now)
+        # The spend records what this use issues (the family, or without the refresh grant the
+        # access token's sid) for a replay to revoke; a refused use issues nothing under it.
+        spent = await ctx.codes.spend(conn, code_digest, now, family_id)
         code = spent.code
         if spent.outcome is Spend.SPENT:
             assert code is not None
@@ -122,9 +124,6 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
                         absolute_ttl=ctx.settings.refresh_absolute_ttl,
                         browser_session_id=code.session_id,
                     )
-                # What this use issued, for a replay to revoke: the family, or (no refresh
-                # grant) the sid of the access token.
-                await ctx.codes.issued(conn, code_digest, family_id)
     # The spend is committed from here on, whatever the answer.
     if spent.outcome is Spend.REPLAYED:
         assert code is not None

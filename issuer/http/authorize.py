@@ -87,9 +87,12 @@ def answer(runtime: Runtime, pending: StoredRequest, **params: str | None) -> Re
     )
 
 
-async def _refuse(runtime: Runtime, pending: StoredRequest, error: str, description: str) -> Response[bytes]:
-    async with runtime.db.transaction() as conn:
-        await runtime.authorization_requests.delete(conn, pending.id)
+async def _refuse(
+    runtime: Runtime, pending: StoredRequest, error: str, description: str, *, stored: bool
+) -> Response[bytes]:
+    if stored:
+        async with runtime.db.transaction() as conn:
+            await runtime.authorization_requests.delete(conn, pending.id)
     return answer(runtime, pending, error=error, error_description=description)
 
 
@@ -99,8 +102,12 @@ async def proceed(
     session: StoredSession | None,
     *,
     consented: bool = False,
+    stored: bool = True,
 ) -> Response[bytes] | Template:
-    """The next step of a pending request: the login page, the consent page, or the code."""
+    """The next step of a pending request: the login page, the consent page, or the code.
+
+    ``stored=False`` is a request straight from ``/authorize``, not yet in the database: it is
+    stored only when a page must come (single sign-on answers without writing it)."""
     client = await _client(runtime, pending.client_id)
     if client is None or client.disabled:
         return error_page("The application that sent you here is no longer available.")
@@ -116,26 +123,30 @@ async def proceed(
         pending, client, session, granted, now, subject_enabled=enabled, consented=consented
     )
     if step is flow.Step.LOGIN_REQUIRED:
-        return await _refuse(runtime, pending, "login_required", "the user is not signed in")
+        return await _refuse(runtime, pending, "login_required", "the user is not signed in", stored=stored)
     if step is flow.Step.CONSENT_REQUIRED:
-        return await _refuse(runtime, pending, "consent_required", "the user has not consented")
-    if step is flow.Step.LOGIN:
-        return redirect(f"/login?request={quote(pending.id)}")
-    if step is flow.Step.CONSENT:
-        return redirect(f"/consent?request={quote(pending.id)}")
-    assert session is not None
-    return await issue_code(runtime, pending, session, now)
+        return await _refuse(
+            runtime, pending, "consent_required", "the user has not consented", stored=stored
+        )
+    if step is flow.Step.CODE:
+        assert session is not None
+        return await issue_code(runtime, pending, session, now, stored=stored)
+    if not stored:
+        async with runtime.db.transaction() as conn:
+            await runtime.authorization_requests.create(conn, pending)
+    page = "login" if step is flow.Step.LOGIN else "consent"
+    return redirect(f"/{page}?request={quote(pending.id)}")
 
 
 async def issue_code(
-    runtime: Runtime, pending: StoredRequest, session: StoredSession, now: int
+    runtime: Runtime, pending: StoredRequest, session: StoredSession, now: int, *, stored: bool = True
 ) -> Response[bytes] | Template:
-    """RFC 6749 4.1.2: a one-time code bound to everything the exchange checks; the pending
+    """RFC 6749 4.1.2: a one-time code bound to everything the exchange checks; a stored pending
     request is spent in the same transaction (a second submit finds nothing)."""
     code = new_code()
     settings = runtime.settings
     async with runtime.db.transaction() as conn:
-        if not await runtime.authorization_requests.delete(conn, pending.id):
+        if stored and not await runtime.authorization_requests.delete(conn, pending.id):
             return error_page(EXPIRED)  # spent by a concurrent submit: that one got the code
         if not await runtime.browser_sessions.touch(
             conn, session.digest, now, settings.browser_session_idle_ttl
@@ -159,11 +170,20 @@ async def issue_code(
     return answer(runtime, pending, code=code)
 
 
+PRUNE_INTERVAL = 1  # seconds between two prunes by one process
+PRUNE_LIMIT = 1000  # rows per table and prune: well above what one process signs in per second
+
+
 async def _prune(runtime: Runtime, now: int) -> None:
-    """Expired pending requests and codes go on the write path, a bounded batch at a time."""
+    """Expired pending requests and codes go on the write path, a bounded batch at a time, at
+    most once a second per process (not on every request: a busy /authorize would spend two
+    statements and a transaction per request finding nothing)."""
+    if now < runtime.signin_prune_due:
+        return
+    runtime.signin_prune_due = now + PRUNE_INTERVAL
     async with runtime.db.transaction() as conn:
-        await runtime.authorization_requests.prune(conn, now)
-        await runtime.codes.prune(conn, now, limit=200)
+        await runtime.authorization_requests.prune(conn, now, limit=PRUNE_LIMIT)
+        await runtime.codes.prune(conn, now, limit=PRUNE_LIMIT)
 
 
 def _query(request: Request[Any, Any, Any]) -> tuple[dict[str, str], set[str]]:
@@ -220,10 +240,8 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[bytes] | Templa
         created_at=now,
         expires_at=now + ttl,
     )
-    async with runtime.db.transaction() as conn:
-        await runtime.authorization_requests.create(conn, pending)
     await _prune(runtime, now)
-    response = await proceed(runtime, pending, await live_session(runtime, request))
+    response = await proceed(runtime, pending, await live_session(runtime, request), stored=False)
     set_cookie(response, REQUEST_COOKIE, binding, ttl)
     return response
 
@@ -378,7 +396,7 @@ async def consent_post(request: Request[Any, Any, Any]) -> Response[bytes] | Tem
         return redirect(f"/login?request={quote(pending.id)}")
     if decision == "deny":
         log.info("consent denied", extra={"client_id": pending.client_id, "subject": session.subject})
-        return await _refuse(runtime, pending, "access_denied", "the user denied the request")
+        return await _refuse(runtime, pending, "access_denied", "the user denied the request", stored=True)
     async with runtime.db.transaction() as conn:
         await runtime.consents.grant(
             conn, session.subject, pending.client_id, pending.scope.split(), _now(runtime)

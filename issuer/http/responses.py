@@ -11,10 +11,19 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import Message, Scope
 
-from issuer.errors import InvalidClient, IssuerError, Overloaded, RateLimited, TemporarilyUnavailable
+from issuer.errors import (
+    BearerError,
+    InvalidClient,
+    IssuerError,
+    Overloaded,
+    RateLimited,
+    TemporarilyUnavailable,
+)
 
 __all__ = [
     "COMMON_HEADERS",
+    "NO_STORE",
+    "bearer_challenge",
     "common_headers",
     "error_response",
     "http_exception_response",
@@ -49,6 +58,8 @@ def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Respo
     headers = dict(NO_STORE)
     if isinstance(error, InvalidClient) and error.basic:
         headers["WWW-Authenticate"] = 'Basic realm="issuer", charset="UTF-8"'
+    if isinstance(error, BearerError):
+        headers["WWW-Authenticate"] = bearer_challenge(error)
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(error.retry_after)
         log.info("load shed", extra={"detail": error.detail, "path": request.url.path})
@@ -64,6 +75,19 @@ def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Respo
             "request refused", extra={"code": error.code, "detail": error.detail, "path": request.url.path}
         )
     return json_response({"error": error.code, "error_description": error.description}, error.status, headers)
+
+
+def bearer_challenge(error: BearerError) -> str:
+    """RFC 6750 3: ``Bearer realm="issuer"``, then ``error``, ``error_description``, ``scope``."""
+    parts = ['Bearer realm="issuer"']
+    if error.header_error is not None:
+        parts.append(f'error="{error.header_error}"')
+        # RFC 6750 3: error_description is %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash)
+        description = "".join(ch for ch in error.description if ch.isascii() and ch.isprintable())
+        parts.append('error_description="{}"'.format(description.replace('"', "'").replace("\\", "/")))
+    if error.scope is not None:
+        parts.append(f'scope="{error.scope}"')
+    return ", ".join(parts)
 
 
 _HTTP_CODES = {413: "invalid_request", 415: "invalid_request", 405: "invalid_request", 404: "not_found"}

@@ -1,4 +1,9 @@
-"""Discovery: the JWKS (RFC 7517) and authorization server metadata (RFC 8414)."""
+"""Discovery: the JWKS (RFC 7517), authorization server metadata (RFC 8414) and the OpenID
+Provider configuration (OpenID Connect Discovery 1.0, 3), which is the RFC 8414 document plus the
+OpenID members. Both documents say exactly what is supported and nothing more: members whose
+value would be the default (``frontchannel_logout_supported``: false, ...) are left out;
+``scopes_supported`` is left out because the scopes are each client's registration, not a
+fixed list of the server's."""
 
 from __future__ import annotations
 
@@ -7,12 +12,19 @@ from typing import Any
 from litestar import Request, Response, get
 
 from issuer.grants import REGISTRY
-from issuer.http.client_auth import AUTH_METHODS
+from issuer.http.client_auth import TOKEN_AUTH_METHODS
 from issuer.http.openapi import JWKS, METADATA, not_modified, ok_json, read_operation
 from issuer.http.responses import json_response
 from issuer.runtime import Runtime
 
-__all__ = ["jwks", "metadata", "metadata_document"]
+__all__ = [
+    "CLAIMS_SUPPORTED",
+    "jwks",
+    "metadata",
+    "metadata_document",
+    "openid_configuration",
+    "openid_document",
+]
 
 
 @get(
@@ -47,10 +59,39 @@ def metadata_document(runtime: Runtime) -> dict[str, Any]:
         "token_endpoint": f"{base}/token",
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "grant_types_supported": sorted(REGISTRY),
-        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-        "response_types_supported": [],  # no authorization endpoint
+        "token_endpoint_auth_methods_supported": list(TOKEN_AUTH_METHODS),  # none: public clients
+        # browser sign-in (issuer.http.authorize, issuer.http.logout, issuer.http.userinfo)
+        "authorization_endpoint": f"{base}/authorize",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],  # PKCE required of every client; never plain
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        "end_session_endpoint": f"{base}/logout",  # OpenID Connect RP-Initiated Logout 1.0
+        "userinfo_endpoint": f"{base}/userinfo",
     }
     document.update(runtime.metadata_extra)
+    return document
+
+
+#: What an id_token (issuer.signin.idtoken) and the userinfo answer may hold.
+CLAIMS_SUPPORTED = ("sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "preferred_username")
+_DOCUMENT_CACHE = {"Cache-Control": "public, max-age=300"}
+
+
+def openid_document(runtime: Runtime) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0, 3: the RFC 8414 document plus the OpenID members."""
+    document = metadata_document(runtime)
+    document.update(
+        {
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [runtime.settings.signing_alg],
+            "claims_supported": list(CLAIMS_SUPPORTED),
+            # Each of these defaults to something we do not do (request_uri: true), so say no.
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+        }
+    )
     return document
 
 
@@ -61,4 +102,11 @@ def metadata_document(runtime: Runtime) -> dict[str, Any]:
 async def metadata(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 8414 authorization server metadata."""
     runtime: Runtime = request.app.state.runtime
-    return json_response(metadata_document(runtime), headers={"Cache-Control": "public, max-age=300"})
+    return json_response(metadata_document(runtime), headers=_DOCUMENT_CACHE)
+
+
+@get("/.well-known/openid-configuration", include_in_schema=False)
+async def openid_configuration(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """OpenID Connect Discovery 1.0, 4: the OpenID Provider configuration."""
+    runtime: Runtime = request.app.state.runtime
+    return json_response(openid_document(runtime), headers=_DOCUMENT_CACHE)

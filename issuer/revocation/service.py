@@ -475,11 +475,17 @@ class Revocation:
         if await self._session_revoked(family_id, subject, client_id, created_at):
             raise InvalidGrant("the refresh token has been revoked", detail="refresh denylisted")
 
-    def metadata(self, base: str, auth_methods: Sequence[str] = CLIENT_AUTH_METHODS) -> dict[str, Any]:
-        """RFC 8414 members for the two endpoints (client authentication as at /token)."""
+    def metadata(
+        self,
+        base: str,
+        auth_methods: Sequence[str] = CLIENT_AUTH_METHODS,
+        revocation_auth_methods: Sequence[str] = (*CLIENT_AUTH_METHODS, "none"),
+    ) -> dict[str, Any]:
+        """RFC 8414 members for the two endpoints: revocation authenticates as /token does (a
+        public client sends its ``client_id`` alone: ``none``); introspection wants a secret."""
         return {
             "revocation_endpoint": f"{base}/revoke",
-            "revocation_endpoint_auth_methods_supported": list(auth_methods),
+            "revocation_endpoint_auth_methods_supported": list(revocation_auth_methods),
             "introspection_endpoint": f"{base}/introspect",
             "introspection_endpoint_auth_methods_supported": list(auth_methods),
         }

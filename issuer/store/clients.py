@@ -53,6 +53,12 @@ class ClientStore:
     async def list(self, conn: AsyncConnection) -> list[StoredClient]:
         return every(StoredClient, await conn.execute(select(T).order_by(T.c.created_at, T.c.client_id)))
 
+    async def public_redirect_uris(self, conn: AsyncConnection) -> tuple[str, ...]:
+        """The redirect URIs of every enabled public client (space-separated, one row each): the
+        CORS origins (:mod:`issuer.signin.origins`). One indexed-or-not scan of a small table."""
+        query = select(T.c.redirect_uris).where(T.c.public.is_(True), T.c.disabled_at.is_(None))
+        return tuple(str(row[0]) for row in await conn.execute(query))
+
     async def longest_access_token_ttl(
         self, conn: AsyncConnection, client_id: str | None = None
     ) -> int | None:

@@ -225,17 +225,21 @@ class CodeStore:
             )
         )
 
-    async def spend(self, conn: AsyncConnection, digest: bytes, now: int) -> CodeSpent:
+    async def spend(
+        self, conn: AsyncConnection, digest: bytes, now: int, family_id: str | None = None
+    ) -> CodeSpent:
         """Spend the code once: one conditional update decides (RFC 6749 4.1.2, single use).
 
         The update itself, not an earlier read, tells the winner (it returns the row only to the
         call that spent it), so of any number of racing exchanges exactly one gets
-        :attr:`Spend.SPENT`; the winner's path is that one statement.
+        :attr:`Spend.SPENT`; the winner's path is that one statement. ``family_id`` is what this
+        use is about to issue (the refresh family, or the access token's ``sid``), recorded by
+        the same statement for a replay to revoke; the caller writes it in this transaction.
         """
         spent = await conn.execute(
             update(A)
             .where(A.c.digest == digest, A.c.used_at.is_(None), A.c.expires_at > now)
-            .values(used_at=now)
+            .values(used_at=now, family_id=family_id)
             .returning(*A.c)
         )
         won = one(StoredCode, spent.first())
@@ -246,10 +250,6 @@ class CodeStore:
         if code is None:
             return CodeSpent(Spend.UNKNOWN, None)
         return CodeSpent(Spend.REPLAYED if code.used_at is not None else Spend.EXPIRED, code)
-
-    async def issued(self, conn: AsyncConnection, digest: bytes, family_id: str) -> None:
-        """Record the refresh family the code's one use started (for a replay to revoke)."""
-        await conn.execute(update(A).where(A.c.digest == digest).values(family_id=family_id))
 
     async def prune(self, conn: AsyncConnection, before: int, limit: int | None = None) -> int:
         """Delete codes that expired before ``before`` (at most ``limit`` of them); returns how many."""

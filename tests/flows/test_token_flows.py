@@ -241,7 +241,14 @@ def test_discovery_describes_exactly_what_is_supported(server) -> None:
     assert set(document["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",
+        "none",  # public clients (client_id alone)
     }
+    assert document["authorization_endpoint"] == server.url + "/authorize"
+    assert document["response_types_supported"] == ["code"]
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["authorization_response_iss_parameter_supported"] is True
+    assert document["end_session_endpoint"] == server.url + "/logout"
+    assert document["userinfo_endpoint"] == server.url + "/userinfo"
     jwks = httpx.get(document["jwks_uri"]).json()
     assert jwks["keys"] and all(not {"d", "p", "q", "dp", "dq", "qi"} & key.keys() for key in jwks["keys"])
 

@@ -27,6 +27,10 @@ def test_nosniff_on_every_response(server_env: dict[str, str], tmp_path: Path) -
             "token": token,
             "jwks": http.get("/.well-known/jwks.json"),
             "metadata": http.get("/.well-known/oauth-authorization-server"),
+            "openid configuration": http.get("/.well-known/openid-configuration"),
+            "userinfo, client token (401)": http.get(
+                "/userinfo", headers={"Authorization": f"Bearer {access}"}
+            ),
             "healthz": http.get("/healthz"),
             "readyz": http.get("/readyz"),
             "metrics": http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}),

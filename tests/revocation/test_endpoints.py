@@ -342,11 +342,14 @@ def test_metadata_names_the_endpoints(live: Live) -> None:
     document = httpx.get(live.url + "/.well-known/oauth-authorization-server").json()
     assert document["revocation_endpoint"] == live.url + "/revoke"
     assert document["introspection_endpoint"] == live.url + "/introspect"
-    for member in (
-        "revocation_endpoint_auth_methods_supported",
-        "introspection_endpoint_auth_methods_supported",
-    ):
-        assert document[member] == ["client_secret_basic", "client_secret_post"]
+    # a public client revokes with its client_id alone; introspection always wants a secret
+    assert document["revocation_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+        "none",
+    ]
+    introspection = document["introspection_endpoint_auth_methods_supported"]
+    assert introspection == ["client_secret_basic", "client_secret_post"]
 
 
 def test_introspection_works_with_post_authentication(live: Live) -> None:

@@ -171,8 +171,7 @@ async def test_a_second_use_is_a_replay_that_names_what_the_first_use_issued(db:
     store = CodeStore()
     code = await new_code(db)
     async with db.transaction() as conn:
-        assert (await store.spend(conn, code, NOW + 1)).outcome is Spend.SPENT
-        await store.issued(conn, code, "sid_first")
+        assert (await store.spend(conn, code, NOW + 1, "sid_first")).outcome is Spend.SPENT
     async with db.transaction() as conn:
         again = await store.spend(conn, code, NOW + 2)
     assert again.outcome is Spend.REPLAYED

@@ -159,6 +159,12 @@ async def callback(request: Request[Any, Any, Any]) -> Response[Any]:
     issuer = params.get("iss")
     if issuer is not None and issuer != bff.settings.issuer_url:  # RFC 9207 2.4
         return _failed(400, "invalid_request", "the answer comes from another issuer")
+    try:
+        endpoints = await bff.issuer.endpoints()
+    except IssuerUnavailable:
+        return _failed(502, "temporarily_unavailable", "the sign-in service cannot be reached")
+    if issuer is None and endpoints.iss_parameter:  # RFC 9207 2.4: it MUST then be there
+        return _failed(400, "invalid_request", "the answer does not name its issuer (iss)")
     if "error" in params:
         code = params["error"] if _ERROR_CODE.fullmatch(params["error"]) else "server_error"
         return _failed(400, code, "the sign-in did not complete")

@@ -63,6 +63,7 @@ class Endpoints:
     revocation: str | None
     end_session: str | None
     jwks_uri: str
+    iss_parameter: bool = False  # RFC 9207: the issuer sends iss with every authorization response
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class IssuerClient:
             revocation=endpoint("revocation_endpoint", None),
             end_session=endpoint("end_session_endpoint", base + "/logout"),
             jwks_uri=jwks_uri,
+            iss_parameter=document.get("authorization_response_iss_parameter_supported") is True,
         )
         return self._endpoints
 

@@ -334,6 +334,22 @@ async def test_the_callback_needs_this_browsers_state(
     assert mallory.get(bff.url + "/bff/callback", params={"code": "x", "state": "y"}).status_code == 400
 
 
+async def test_the_callback_checks_the_issuer_of_the_answer(
+    new_browser: Callable[..., SpaBrowser], bff: Bff
+) -> None:
+    """RFC 9207 2.4 (mix-up defence): ``iss`` must be the issuer's, and present, since the issuer's
+    metadata says it sends it."""
+    browser = new_browser()
+    started = browser.get(bff.url + "/bff/login")
+    state = httpx.URL(started.headers["location"]).params["state"]
+    for iss in ("https://evil.example", None):
+        params = {"code": "ica_x", "state": state, **({"iss": iss} if iss else {})}
+        keep = dict(browser.cookies)
+        answer = browser.get(bff.url + "/bff/callback", params=params)
+        assert answer.status_code == 400 and "issuer" in answer.json()["error_description"], iss
+        browser.cookies = keep  # the refusal cleared the login cookie: try the other case with it
+
+
 async def test_a_new_login_replaces_the_session_id(new_browser: Callable[..., SpaBrowser], bff: Bff) -> None:
     browser = new_browser()
     browser.sign_in(bff.url)

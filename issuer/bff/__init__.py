@@ -9,5 +9,12 @@ section 6.1). See docs/bff.md.
 
 - :mod:`issuer.bff.settings`: the ``BFF_*`` settings.
 - :mod:`issuer.bff.sessions`: session records, session ids and their digests, sealing.
-- :mod:`issuer.bff.store`: the session store (database, Redis in front).
+- :mod:`issuer.bff.store`: the session store (the database; Redis or an in-process cache in front).
+- :mod:`issuer.bff.oidc`: the issuer client (metadata, code + PKCE, refresh, revocation, id_token).
+- :mod:`issuer.bff.refresh`: single-flight refresh (per process, and across instances on Redis).
+- :mod:`issuer.bff.redirects`: ``return_to``, same-origin paths only.
+- :mod:`issuer.bff.runtime`: what one app holds while it runs; the session lookup.
+- :mod:`issuer.bff.http`, :mod:`issuer.bff.proxy`, :mod:`issuer.bff.health`: the endpoints.
+- :mod:`issuer.bff.metrics`: Prometheus counters of one app.
+- :mod:`issuer.bff.app`: :func:`~issuer.bff.app.create_app` and the Litestar plugin.
 """

@@ -4,13 +4,14 @@
 - ``X-CSRF: 1`` is required (403 without), as for every state-changing BFF request; a live
   session is required (401 without); its access token is refreshed first when due
   (:class:`issuer.bff.refresh.Refresher`) and sent as ``Authorization: Bearer`` (RFC 6750 2.1).
-- The browser's ``Cookie``, ``Authorization``, ``X-CSRF``, ``Host`` and hop-by-hop headers
+- The browser's ``Cookie``, ``Authorization``, ``X-CSRF``, ``Host``, forwarding headers
+  (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``: the browser's claims) and hop-by-hop headers
   (RFC 9110 7.6.1: ``Connection`` and the fields it names, ``Keep-Alive``, ``TE``, ``Trailer``,
   ``Transfer-Encoding``, ``Upgrade``, ``Proxy-*``) are not forwarded.
 - The upstream's ``Set-Cookie`` is never forwarded: cookies set on the BFF's origin by an API
   would be sent to every upstream and to the BFF itself, mixing the API's state with the
   browser's session; APIs keep state in their own storage, keyed by the token's ``sub``. Its
-  hop-by-hop headers are dropped too.
+  hop-by-hop and ``Access-Control-*`` headers are dropped too (the BFF's origin grants no CORS).
 - The request body is read whole, up to ``BFF_MAX_BODY_BYTES`` (413 above it); the answer is
   streamed back as the upstream sends it (raw bytes, ``Content-Encoding`` kept).
 - Paths with dot segments (also percent-encoded) are a 404: they could climb out of the
@@ -60,8 +61,19 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-REQUEST_DROPPED = HOP_BY_HOP | {"cookie", "authorization", "host", "content-length", "x-csrf"}
-RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "set-cookie2"}
+# The browser's forwarding headers are its own claims: an upstream must not take them for the BFF's.
+FORWARDING = {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"}
+REQUEST_DROPPED = HOP_BY_HOP | FORWARDING | {"cookie", "authorization", "host", "content-length", "x-csrf"}
+# CORS is the BFF's to grant (it never does): an upstream's Access-Control-* would speak for its origin.
+CORS = {
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-expose-headers",
+    "access-control-max-age",
+}
+RESPONSE_DROPPED = HOP_BY_HOP | CORS | {"set-cookie", "set-cookie2"}
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[str]:

@@ -16,7 +16,6 @@ Nothing here does I/O (the key file aside, :func:`load_session_key`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -159,7 +158,3 @@ def load_session_key(settings: BffSettings) -> bytes:
         return _file_key(Path(settings.keys_dir), KEY_FILE, create=True)
     except SettingsError as error:
         raise SettingsError(f"BFF_KEYS_DIR: {error}") from None
-
-
-def claims_json(claims: dict[str, Any]) -> str:
-    return json.dumps(claims, separators=(",", ":"), sort_keys=True)

@@ -229,8 +229,10 @@ async def test_the_proxy_forwards_the_request_and_strips_the_browsers_credential
         headers={
             "x-csrf": "1",
             "authorization": "Basic Zm9vOmJhcg==",
-            "x-app": "kept",
+            "x-app": "named-by-connection",
             "connection": "x-app",
+            "x-forwarded-for": "203.0.113.9",
+            "forwarded": "for=203.0.113.9",
         },
         content=b'{"name": "n"}',
     )
@@ -243,8 +245,10 @@ async def test_the_proxy_forwards_the_request_and_strips_the_browsers_credential
         "cookie" not in seen["headers"] and "x-csrf" not in seen["headers"] and "x-app" not in seen["headers"]
     )
     assert "authorization" in seen["headers"]  # the BFF's bearer (the upstream verified it)
+    assert "x-forwarded-for" not in seen["headers"] and "forwarded" not in seen["headers"]
     # the upstream's Set-Cookie and its hop-by-hop fields are not passed on; the rest is
     assert "set-cookie" not in answer.headers and "x-hop" not in answer.headers
+    assert "access-control-allow-origin" not in answer.headers
     assert answer.headers["x-upstream"] == "yes"
     plain = browser.request("GET", bff.url + "/api", headers={"x-csrf": "1"})
     assert plain.status_code == 200 and plain.json()["path"] == "/v1"

@@ -74,6 +74,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 (b"content-type", b"application/json"),
                 (b"set-cookie", b"upstream=1; Path=/"),
                 (b"x-upstream", b"yes"),
+                (b"access-control-allow-origin", b"*"),
                 (b"connection", b"x-hop"),
                 (b"x-hop", b"dropped"),
             ],

@@ -543,6 +543,17 @@ async def test_an_operator_revocation_ends_the_session(
             time.sleep(0.1)
         assert browser.call(bff.url + "/api/x").status_code == 401
         assert await bff.session(browser, cookie) is None  # deleted, not only refused
+        # log a user out everywhere: the BFF session of that user ends too
+        support.add_user(setting.issuer_env, "bob")
+        bob = new_browser()
+        bob.sign_in(bff.url, username="bob")
+        assert bob.call(bff.url + "/api/x").status_code == 200
+        revoked = support.run_cli(setting.issuer_env, "sessions", "revoke", "--username", "bob")
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 15
+        while bob.get(bff.url + "/bff/user").status_code != 401:
+            assert time.monotonic() < deadline, "the BFF did not follow the subject's revocation"
+            time.sleep(0.1)
     finally:
         bff.process.stop()
 

@@ -49,6 +49,7 @@ def test_the_documented_commands_exist() -> None:
         ("sessions", "end-browser"),
         ("sessions", "consents"),
         ("sessions", "revoke-consent"),
+        ("bff", "serve"),
     ]:
         assert command in COMMANDS
 

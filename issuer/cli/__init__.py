@@ -6,7 +6,8 @@ one-line ``issuer: error: ...`` on stderr. Secrets are printed once and never ta
 This module is the root group and nothing else; each command group is a module of its own
 (:mod:`~issuer.cli.serve`, :mod:`~issuer.cli.db`, :mod:`~issuer.cli.clients`,
 :mod:`~issuer.cli.users`, :mod:`~issuer.cli.keys`, :mod:`~issuer.cli.sessions`,
-:mod:`~issuer.cli.audit`, :mod:`~issuer.cli.settings`), sharing :mod:`~issuer.cli.support`.
+:mod:`~issuer.cli.audit`, :mod:`~issuer.cli.settings`, :mod:`~issuer.cli.bff`), sharing
+:mod:`~issuer.cli.support`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import click
 
 from issuer.cli.audit import audit
+from issuer.cli.bff import bff
 from issuer.cli.clients import clients
 from issuer.cli.db import db
 from issuer.cli.keys import keys
@@ -54,5 +56,5 @@ def _show(self: click.ClickException, file: Any = None) -> None:
 click.ClickException.show = _show  # type: ignore[method-assign]
 click.UsageError.show = _show  # type: ignore[method-assign]
 
-for _command in (serve, db, clients, users, settings_command, keys, sessions, audit):
+for _command in (serve, db, clients, users, settings_command, keys, sessions, audit, bff):
     main.add_command(_command)

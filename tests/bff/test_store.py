@@ -1,0 +1,244 @@
+"""The BFF's session store on SQLite and PostgreSQL, alone and with Redis in front.
+
+DESIGN.md, "The backend-for-frontend": the store keeps the SHA-256 of the cookie value, never the
+value, and the tokens only sealed (AES-GCM, bound to the session); a refresh is a compare-and-set
+on the session's version; a restart, or Redis losing its data, loses no session.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from msgspec import structs
+from sqlalchemy import select
+
+from issuer.bff.sessions import Sealer, Session, Tokens, digest, new_session_id
+from issuer.bff.store import CachedSessions, DatabaseSessions, MemoryCached, SessionStore, sessions_table
+from issuer.store.database import Database
+from tests import support
+
+IDLE = 3600
+
+
+def _session(cookie: str, *, now: int | None = None) -> Session:
+    now = int(time.time()) if now is None else now
+    return Session(
+        digest=digest(cookie),
+        subject="usr_alice",
+        claims={"sub": "usr_alice", "name": "Alice"},
+        tokens=Tokens(
+            access_token="eyJ.access." + secrets.token_urlsafe(16),
+            expires_at=now + 300,
+            refresh_token="irt_" + secrets.token_urlsafe(32),
+            id_token="eyJ.id." + secrets.token_urlsafe(16),
+        ),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + 86400,
+        sid="sid_" + secrets.token_urlsafe(8),
+    )
+
+
+def _durable(url: str, key: bytes) -> DatabaseSessions:
+    return DatabaseSessions(Database(url), Sealer(key))
+
+
+@pytest.fixture(params=["database", "memory", "redis"])
+async def store(
+    request: pytest.FixtureRequest, bff_database_url: str, session_key: bytes
+) -> AsyncIterator[SessionStore]:
+    durable = _durable(bff_database_url, session_key)
+    live: SessionStore = durable
+    if request.param == "memory":
+        live = MemoryCached(durable)
+    if request.param == "redis":
+        prefix = request.getfixturevalue("redis_prefix")
+        live = CachedSessions(durable, aioredis.Redis.from_url(support.REDIS_URL), prefix, IDLE)
+    await live.start()
+    try:
+        yield live
+    finally:
+        await live.close()
+
+
+def test_a_session_id_is_256_random_bits() -> None:
+    ids = {new_session_id() for _ in range(100)}
+    assert len(ids) == 100 and all(len(i) == 43 for i in ids)  # 32 bytes, base64url without padding
+
+
+async def test_create_get_delete(store: SessionStore) -> None:
+    cookie = new_session_id()
+    session = _session(cookie)
+    await store.create(session)
+    assert await store.get(digest(cookie)) == session
+    assert await store.get(digest(new_session_id())) is None
+    await store.delete(digest(cookie))
+    assert await store.get(digest(cookie)) is None
+
+
+async def test_the_row_holds_a_digest_and_sealed_tokens_only(
+    bff_database_url: str, session_key: bytes
+) -> None:
+    durable = _durable(bff_database_url, session_key)
+    await durable.start()
+    try:
+        cookie = new_session_id()
+        session = _session(cookie)
+        await durable.create(session)
+        async with durable.db.transaction() as conn:
+            row = (await conn.execute(select(sessions_table))).one()
+    finally:
+        await durable.close()
+    stored = repr(tuple(row)).encode() + b"".join(v for v in row if isinstance(v, bytes))
+    assert row.id_digest == digest(cookie)
+    for secret in (
+        cookie,
+        session.tokens.access_token,
+        session.tokens.refresh_token,
+        session.tokens.id_token,
+    ):
+        assert secret is not None and secret.encode() not in stored
+
+
+async def test_a_restart_keeps_sessions(bff_database_url: str, session_key: bytes) -> None:
+    cookie = new_session_id()
+    first = _durable(bff_database_url, session_key)
+    await first.start()
+    await first.create(_session(cookie))
+    await first.close()
+    second = _durable(bff_database_url, session_key)
+    await second.start()  # the table exists: created once, kept
+    try:
+        assert (await second.get(digest(cookie))) is not None
+    finally:
+        await second.close()
+
+
+async def test_another_key_opens_nothing(bff_database_url: str, session_key: bytes) -> None:
+    cookie = new_session_id()
+    first = _durable(bff_database_url, session_key)
+    await first.start()
+    await first.create(_session(cookie))
+    await first.close()
+    other = _durable(bff_database_url, secrets.token_bytes(32))
+    try:
+        assert await other.get(digest(cookie)) is None
+    finally:
+        await other.close()
+
+
+def test_sealed_tokens_are_bound_to_their_session(session_key: bytes) -> None:
+    sealer = Sealer(session_key)
+    a, b = digest(new_session_id()), digest(new_session_id())
+    tokens = _session(new_session_id()).tokens
+    sealed = sealer.seal_tokens(tokens, a)
+    assert sealer.open_tokens(sealed, a) == tokens
+    assert sealer.open_tokens(sealed, b) is None  # copied to another row: does not open
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    assert sealer.open_tokens(tampered, a) is None
+
+
+async def test_replace_is_compare_and_set(store: SessionStore) -> None:
+    cookie = new_session_id()
+    session = _session(cookie)
+    await store.create(session)
+    newer = replace(session, tokens=structs.replace(session.tokens, access_token="eyJ.new"), version=2)
+    assert await store.replace(newer, expected_version=1)
+    loser = replace(session, tokens=structs.replace(session.tokens, access_token="eyJ.lost"), version=2)
+    assert not await store.replace(loser, expected_version=1)  # the version moved on
+    got = await store.get(digest(cookie))
+    assert got is not None and got.tokens.access_token == "eyJ.new" and got.version == 2
+
+
+async def test_touch_moves_the_idle_expiry(store: SessionStore) -> None:
+    cookie = new_session_id()
+    session = _session(cookie)
+    await store.create(session)
+    await store.touch(session.digest, session.last_seen_at + 100)
+    got = await store.get(session.digest)
+    assert got is not None and got.last_seen_at == session.last_seen_at + 100
+    await store.touch(session.digest, session.last_seen_at + 50)  # never backwards
+    got = await store.get(session.digest)
+    assert got is not None and got.last_seen_at == session.last_seen_at + 100
+
+
+async def test_purge_ends_expired_sessions(bff_database_url: str, session_key: bytes) -> None:
+    durable = _durable(bff_database_url, session_key)
+    await durable.start()
+    try:
+        now = int(time.time())
+        live, idle, ended = new_session_id(), new_session_id(), new_session_id()
+        await durable.create(_session(live, now=now))
+        await durable.create(_session(idle, now=now - IDLE - 1))
+        await durable.create(replace(_session(ended, now=now), expires_at=now - 1))
+        assert await durable.purge(now, IDLE) == 2
+        assert await durable.get(digest(live)) is not None
+        assert await durable.get(digest(idle)) is None and await durable.get(digest(ended)) is None
+    finally:
+        await durable.close()
+
+
+async def test_redis_loss_loses_no_session(
+    bff_database_url: str, session_key: bytes, redis_prefix: str
+) -> None:
+    store = CachedSessions(
+        _durable(bff_database_url, session_key),
+        aioredis.Redis.from_url(support.REDIS_URL),
+        redis_prefix,
+        IDLE,
+    )
+    await store.start()
+    try:
+        cookie = new_session_id()
+        session = _session(cookie)
+        await store.create(session)
+        sync = redis.Redis.from_url(support.REDIS_URL)
+        keys = list(sync.scan_iter(match=redis_prefix + "*"))
+        assert len(keys) == 1
+        cached = sync.get(keys[0])
+        assert cached is not None
+        for secret in (cookie, session.tokens.access_token, session.tokens.refresh_token):
+            assert secret is not None and secret.encode() not in cached  # sealed in Redis too
+        sync.delete(*keys)  # Redis lost its data
+        sync.close()
+        assert await store.get(digest(cookie)) == session  # from the database, and cached again
+    finally:
+        await store.close()
+
+
+async def test_a_redis_outage_falls_back_to_the_database(bff_database_url: str, session_key: bytes) -> None:
+    dead = aioredis.Redis(host="127.0.0.1", port=support.free_port(), socket_connect_timeout=1)
+    store = CachedSessions(_durable(bff_database_url, session_key), dead, "bff-test:", IDLE)
+    await store.start()
+    try:
+        cookie = new_session_id()
+        await store.create(_session(cookie))
+        assert await store.get(digest(cookie)) is not None
+        await store.delete(digest(cookie))
+        assert await store.get(digest(cookie)) is None
+    finally:
+        await store.close()
+
+
+async def test_the_memory_cache_is_bounded_and_caches_no_unknown_id(
+    bff_database_url: str, session_key: bytes
+) -> None:
+    store = MemoryCached(_durable(bff_database_url, session_key), size=2)
+    await store.start()
+    try:
+        cookies = [new_session_id() for _ in range(3)]
+        for cookie in cookies:
+            await store.create(_session(cookie))
+        assert len(store._entries) == 2  # the oldest went out
+        assert await store.get(digest(cookies[0])) is not None  # read again from the database
+        for _ in range(5):
+            assert await store.get(digest(new_session_id())) is None
+        assert len(store._entries) == 2
+    finally:
+        await store.close()

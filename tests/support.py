@@ -203,6 +203,27 @@ def run_cli(
     )
 
 
+def run_cli_here(
+    env: dict[str, str], *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``issuer ARGS`` in this process (click's runner), answered like :func:`run_cli`: with
+    exactly ``env`` (this process's other ``ISSUER_*`` variables unset), its exit code, standard
+    output and standard error. A subprocess costs a second or more of interpreter start and
+    imports per command on a busy machine; use this where the command's own behaviour is under
+    test, not its process (signals, exit on a broken pipe). It runs its own event loop
+    (``asyncio.run``): from an async test, call it through ``asyncio.to_thread``."""
+    from click.testing import CliRunner
+
+    from issuer.cli import main
+
+    scoped: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ISSUER_")}
+    scoped.update(env)
+    result = CliRunner().invoke(main, list(args), input=input, env=scoped, prog_name="issuer")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess([ISSUER_BIN, *args], result.exit_code, result.stdout, result.stderr)
+
+
 class TcpProxy:
     """A loopback TCP relay in front of a real service, so a test can cut the service off
     (``stop``: refuse new connections and reset open ones) and bring it back (``start``)."""

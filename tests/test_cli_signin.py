@@ -25,13 +25,13 @@ def env(database_url: str, tmp_path: Path, key_env: dict[str, str]) -> dict[str,
 
 
 def cli_ok(env: dict[str, str], *args: str, input: str | None = None) -> str:
-    result = support.run_cli(env, *args, input=input)
+    result = support.run_cli_here(env, *args, input=input)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def one_line_error(env: dict[str, str], *args: str) -> str:
-    result = support.run_cli(env, *args)
+    result = support.run_cli_here(env, *args)
     assert result.returncode != 0, result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0], result.stderr
@@ -106,7 +106,7 @@ def test_public_first_party_client_has_no_secret_and_lists_its_uris(env) -> None
 
 
 def test_public_client_in_text_mode_prints_no_secret_and_no_hint(env) -> None:
-    result = support.run_cli(
+    result = support.run_cli_here(
         env,
         "clients",
         "create",
@@ -127,7 +127,7 @@ def test_public_client_in_text_mode_prints_no_secret_and_no_hint(env) -> None:
 
 
 def test_confidential_code_client_is_third_party_and_keeps_its_secret(env) -> None:
-    result = support.run_cli(
+    result = support.run_cli_here(
         env,
         "clients",
         "create",
@@ -252,7 +252,7 @@ def test_refused_update_is_one_line_and_changes_nothing(env) -> None:
         assert needle in error.lower(), error
     assert listed(env) == before
     assert "no client" in one_line_error(env, "clients", "update", "cli_nope", "--first-party")
-    assert support.run_cli(env, "clients", "update", client_id).returncode == 2  # nothing to change
+    assert support.run_cli_here(env, "clients", "update", client_id).returncode == 2  # nothing to change
 
 
 async def test_update_applies_at_once_on_this_process(runtime: Runtime) -> None:
@@ -275,8 +275,17 @@ async def test_update_applies_at_once_on_this_process(runtime: Runtime) -> None:
 # ---------------------------------------------------------------- browser sessions and consents
 
 
-# The test's runtime runs background tasks on this event loop (the denylist's upkeep): a blocking
-# subprocess call would freeze one of them inside its SQLite transaction and lock the CLI out.
+# The test's runtime runs background tasks on this event loop (the denylist's upkeep): a command
+# run on it (it blocks, with its own event loop) would freeze one of them inside its SQLite
+# transaction and lock the CLI out; so the commands run in a thread.
+def add_user(env: dict[str, str], username: str) -> str:
+    result = support.run_cli_here(
+        env, "users", "create", "--username", username, input=support.PASSWORD + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("subject ")[1].strip()
+
+
 async def acli(env: dict[str, str], *args: str) -> str:
     return await asyncio.to_thread(cli_ok, env, *args)
 
@@ -320,7 +329,7 @@ async def _family(runtime: Runtime, client_id: str, subject: str, session_id: st
 
 
 async def test_browser_sessions_list_and_end(runtime: Runtime, env) -> None:
-    subject = await asyncio.to_thread(support.add_user, env, "alice")
+    subject = await asyncio.to_thread(add_user, env, "alice")
     client_id = await asyncio.to_thread(create_spa, env)
     now = int(time.time())
     first = await _browser_session(runtime, subject, now)
@@ -363,7 +372,7 @@ async def test_browser_sessions_list_and_end(runtime: Runtime, env) -> None:
     assert "no browser session" in await aerror(env, "sessions", "end-browser", "bss_nope")
     assert "no user" in await aerror(env, "sessions", "browser", "--username", "ghost")
     assert (
-        await asyncio.to_thread(support.run_cli, env, "sessions", "browser")
+        await asyncio.to_thread(support.run_cli_here, env, "sessions", "browser")
     ).returncode == 2  # --subject or --username
 
     # Logging the user out everywhere ends the remaining browser session and says so.
@@ -373,7 +382,7 @@ async def test_browser_sessions_list_and_end(runtime: Runtime, env) -> None:
 
 
 async def test_consents_list_and_revoke(runtime: Runtime, env) -> None:
-    subject = await asyncio.to_thread(support.add_user, env, "bob")
+    subject = await asyncio.to_thread(add_user, env, "bob")
     spa, other = await asyncio.to_thread(create_spa, env), await asyncio.to_thread(create_spa, env)
     now = int(time.time())
     async with runtime.db.transaction() as conn:

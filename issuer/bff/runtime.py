@@ -75,9 +75,17 @@ class BffRuntime:
         self.redis: aioredis.Redis | None = None
         self.store: SessionStore = MemoryCached(durable)  # one process: the cache sees every write
         if settings.redis_url:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             from issuer import redis_conn
 
-            self.redis = redis_conn.async_client(settings.redis_url, socket_timeout=5.0)
+            # Fail fast, as the issuer's clients do: redis-py's default (ten retries with
+            # exponential backoff) would hold every request of a Redis outage for seconds before
+            # the store falls back to the database.
+            self.redis = redis_conn.async_client(
+                settings.redis_url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 1)
+            )
             # The store closes this client (the refresher's leases share it).
             self.store = CachedSessions(durable, self.redis, settings.redis_prefix, settings.session_idle_ttl)
         self.denylist: Denylist | None = None

@@ -16,6 +16,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from msgspec import structs
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import select
 
 from issuer.bff.sessions import Sealer, Session, Tokens, digest, new_session_id
@@ -213,7 +215,9 @@ async def test_redis_loss_loses_no_session(
 
 
 async def test_a_redis_outage_falls_back_to_the_database(bff_database_url: str, session_key: bytes) -> None:
-    dead = aioredis.Redis(host="127.0.0.1", port=support.free_port(), socket_connect_timeout=1)
+    dead = aioredis.Redis(
+        host="127.0.0.1", port=support.free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 1)
+    )  # as issuer.bff.runtime builds it
     store = CachedSessions(_durable(bff_database_url, session_key), dead, "bff-test:", IDLE)
     await store.start()
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Response, sync_playwright
+from playwright.sync_api import Browser, Page, Response
 
 from issuer.keys.material import b64encode
 from issuer.store import migrations
@@ -101,21 +101,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = harness.launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with harness.chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(chromium: Browser) -> Iterator[Page]:
-    context = chromium.new_context()
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with harness.fresh_page(chromium) as page:
+        yield page
 
 
 def _sign_in(page: Page, site: Site) -> list[Response]:

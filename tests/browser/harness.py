@@ -26,7 +26,7 @@ import httpx
 import jwt
 import pytest
 from click.testing import CliRunner
-from playwright.sync_api import Browser, Page, Playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests import support
 
@@ -50,6 +50,28 @@ def launch(playwright: Playwright) -> Browser:
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium: {INSTALL_HINT}")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """One launched browser (a module's fixture), closed at the end."""
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def fresh_page(browser: Browser) -> Iterator[Page]:
+    """A page in a new browser context (no cookies, no storage), closed with its context."""
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 class _App(BaseHTTPRequestHandler):

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests import support
 from tests.browser import harness
@@ -57,12 +57,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = harness.launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with harness.chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +90,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def page(site: Site, chromium: Browser) -> Iterator[Page]:
     """A fresh browser context (no cookies) for each test; ``site`` first: it is set up before the
     browser starts (see :func:`harness.cli`)."""
-    context = chromium.new_context()
-    context.set_default_timeout(harness.TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with harness.fresh_page(chromium) as page:
+        yield page
 
 
 def _cookies(page: Page) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests import support
 from tests.browser import harness
@@ -47,22 +47,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def chromium(site: Site) -> Iterator[Browser]:  # after the site: see harness.cli
-    with sync_playwright() as playwright:
-        browser = harness.launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with harness.chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(chromium: Browser) -> Iterator[Page]:
-    context = chromium.new_context()
-    context.set_default_timeout(harness.TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with harness.fresh_page(chromium) as page:
+        yield page
 
 
 def _authorize(page: Page, site: Site, oauth: OAuth2Client, verifier: str) -> tuple[str, str]:

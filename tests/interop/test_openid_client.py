@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests import support
 from tests.browser import harness
@@ -47,22 +47,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def chromium(site: Site) -> Iterator[Browser]:  # after the site: see harness.cli
-    with sync_playwright() as playwright:
-        browser = harness.launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with harness.chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(chromium: Browser) -> Iterator[Page]:
-    context = chromium.new_context()
-    context.set_default_timeout(harness.TIMEOUT_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with harness.fresh_page(chromium) as page:
+        yield page
 
 
 def _relying_party(site: Site, page: Page, tamper: str | None = None) -> tuple[int, dict[str, Any], str]:

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from issuer.bff.sessions import Sealer, digest
 from issuer.bff.store import DatabaseSessions
 from issuer.keys.material import b64decode, b64encode
-from issuer.store import migrations
 from issuer.store.database import Database
 from tests import support
 from tests.bff.support import BffProcess, SpaBrowser, Upstream
+from tests.bff.support import issuer_env as bff_issuer_env
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -67,15 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        url = f"sqlite:///{directory / 'issuer.db'}"
-        migrations.upgrade(url)
-        env = support.issuer_env(
-            url,
-            directory / "keys",
-            ISSUER_KEY_ENCRYPTION_KEY=b64encode(secrets.token_bytes(32)),
-            ISSUER_HMAC_KEY=b64encode(secrets.token_bytes(32)),
-            ISSUER_ACCESS_TOKEN_TTL="3600",
-        )
+        env = bff_issuer_env(directory, ISSUER_ACCESS_TOKEN_TTL="3600")
         port = support.free_port()
         bff_url = f"http://127.0.0.1:{port}"
         with support.running_server(env, directory / "issuer.log") as issuer:

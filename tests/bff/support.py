@@ -5,6 +5,7 @@ across them, fills the issuer's login form, and keeps every answer it saw (to lo
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from issuer.keys.material import b64encode
+from issuer.store import migrations
 from tests import support
 from tests.signin.browser import form_fields
 
@@ -22,6 +25,20 @@ __all__ = ["TOKEN_SHAPES", "BffProcess", "SpaBrowser", "Upstream", "leaks"]
 
 # What a token looks like: a JWT (access or id token), the issuer's refresh tokens.
 TOKEN_SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+|irt_[A-Za-z0-9_-]{20,}")
+
+
+def issuer_env(directory: Path, **extra: str) -> dict[str, str]:
+    """The environment of an ``issuer serve`` behind a BFF: a migrated SQLite database in
+    ``directory``, fresh key-encryption and HMAC keys, and ``extra`` settings."""
+    url = f"sqlite:///{directory / 'issuer.db'}"
+    migrations.upgrade(url)
+    return support.issuer_env(
+        url,
+        directory / "keys",
+        ISSUER_KEY_ENCRYPTION_KEY=b64encode(secrets.token_bytes(32)),
+        ISSUER_HMAC_KEY=b64encode(secrets.token_bytes(32)),
+        **extra,
+    )
 
 
 class _Process:

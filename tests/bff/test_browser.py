@@ -12,7 +12,6 @@ past its expiry (ten at once from the page, one refresh).
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +20,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, Response
 
-from issuer.keys.material import b64encode
-from issuer.store import migrations
 from tests import support
 from tests.bff.support import TOKEN_SHAPES, BffProcess, Upstream
+from tests.bff.support import issuer_env as bff_issuer_env
 from tests.browser import harness
 
 INDEX = """<!doctype html>
@@ -51,15 +49,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("bff-browser")
-    url = f"sqlite:///{directory / 'issuer.db'}"
-    migrations.upgrade(url)
-    env = support.issuer_env(
-        url,
-        directory / "keys",
-        ISSUER_KEY_ENCRYPTION_KEY=b64encode(secrets.token_bytes(32)),
-        ISSUER_HMAC_KEY=b64encode(secrets.token_bytes(32)),
-        ISSUER_ACCESS_TOKEN_TTL="10",
-    )
+    env = bff_issuer_env(directory, ISSUER_ACCESS_TOKEN_TTL="10")
     static = directory / "spa"
     static.mkdir()
     (static / "index.html").write_text(INDEX)

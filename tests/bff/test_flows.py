@@ -24,10 +24,10 @@ import pytest
 from issuer.bff.sessions import Sealer, Session, digest
 from issuer.bff.store import DatabaseSessions
 from issuer.keys.material import b64encode
-from issuer.store import migrations
 from issuer.store.database import Database
 from tests import support
 from tests.bff.support import BffProcess, SpaBrowser, Upstream, leaks
+from tests.bff.support import issuer_env as bff_issuer_env
 
 ACCESS_TTL = 10  # ISSUER_ACCESS_TOKEN_TTL's minimum
 METRICS_TOKEN = "metrics-" + secrets.token_urlsafe(16)
@@ -104,15 +104,7 @@ def new_browser() -> Iterator[Callable[..., SpaBrowser]]:
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
     directory = tmp_path_factory.mktemp("bff")
-    url = f"sqlite:///{directory / 'issuer.db'}"
-    migrations.upgrade(url)
-    env = support.issuer_env(
-        url,
-        directory / "keys",
-        ISSUER_KEY_ENCRYPTION_KEY=b64encode(secrets.token_bytes(32)),
-        ISSUER_HMAC_KEY=b64encode(secrets.token_bytes(32)),
-        ISSUER_ACCESS_TOKEN_TTL=str(ACCESS_TTL),
-    )
+    env = bff_issuer_env(directory, ISSUER_ACCESS_TOKEN_TTL=str(ACCESS_TTL))
     ports = [support.free_port() for _ in range(6)]
     BFF_PORTS[:] = ports
     redirects: list[str] = []

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ __all__ = [
     "register_client",
     "rss_bytes",
     "run_cli",
+    "run_cli_here",
+    "run_rotate_keys_here",
 ]
 
 PG_ADMIN_URL = os.environ.get("ISSUER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -210,18 +214,55 @@ def run_cli_here(
     exactly ``env`` (this process's other ``ISSUER_*`` variables unset), its exit code, standard
     output and standard error. A subprocess costs a second or more of interpreter start and
     imports per command on a busy machine; use this where the command's own behaviour is under
-    test, not its process (signals, exit on a broken pipe). It runs its own event loop
-    (``asyncio.run``): from an async test, call it through ``asyncio.to_thread``."""
+    test, not its process (signals, exit on a broken pipe). The command runs its own event loop
+    (``asyncio.run``); called from a thread that runs one (an async test), it runs in a thread of
+    its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _invoke_cli(env, args, input)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(_invoke_cli, env, args, input).result()
+
+
+def _scoped(env: dict[str, str]) -> dict[str, str | None]:
+    """``env`` as an override of this process's environment: other ``ISSUER_*`` variables unset."""
+    scoped: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ISSUER_")}
+    scoped.update(env)
+    return scoped
+
+
+def _invoke_cli(
+    env: dict[str, str], args: tuple[str, ...], input: str | None
+) -> subprocess.CompletedProcess[str]:
     from click.testing import CliRunner
 
     from issuer.cli import main
 
-    scoped: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ISSUER_")}
-    scoped.update(env)
-    result = CliRunner().invoke(main, list(args), input=input, env=scoped, prog_name="issuer")
+    result = CliRunner().invoke(main, list(args), input=input, env=_scoped(env), prog_name="issuer")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess([ISSUER_BIN, *args], result.exit_code, result.stdout, result.stderr)
+
+
+ROTATE_KEYS = str(ROOT / "scripts" / "rotate_keys.py")
+
+
+def run_rotate_keys_here(
+    env: dict[str, str], *args: str, input: str | bytes = ""
+) -> subprocess.CompletedProcess[str]:
+    """``scripts/rotate_keys.py ARGS`` through its entry point in this process, with exactly
+    ``env`` and ``input`` on standard input: exit code, standard output and error as text (see
+    :func:`run_cli_here` for when a process is needed instead)."""
+    from click.testing import CliRunner
+
+    from issuer.cli.keys import main as keys_main
+
+    with CliRunner().isolation(input=input, env=_scoped(env)) as (out, err, _):
+        code = keys_main(list(args))
+    return subprocess.CompletedProcess(
+        [ROTATE_KEYS, *args], code, out.getvalue().decode(), err.getvalue().decode()
+    )
 
 
 class TcpProxy:
@@ -300,7 +341,7 @@ def register_client(
     args = ["clients", "create", "--json", "--name", name, "--scope", scope]
     for grant in grants:
         args += ["--grant", grant]
-    result = run_cli(env, *args, *extra)
+    result = run_cli_here(env, *args, *extra)
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     return created["client_id"], created["client_secret"]
@@ -308,6 +349,6 @@ def register_client(
 
 def add_user(env: dict[str, str], username: str = "alice", password: str = PASSWORD) -> str:
     """``issuer users create`` with the password on stdin; returns the user's subject."""
-    result = run_cli(env, "users", "create", "--username", username, input=password + "\n")
+    result = run_cli_here(env, "users", "create", "--username", username, input=password + "\n")
     assert result.returncode == 0, result.stderr
     return result.stdout.split("subject ")[1].strip()

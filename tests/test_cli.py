@@ -1,4 +1,7 @@
-"""The ``issuer`` command: --help everywhere, one-line errors with a non-zero exit, secrets never on argv."""
+"""The ``issuer`` command: --help everywhere, one-line errors with a non-zero exit, secrets never on argv.
+
+Most commands run in this process (:func:`tests.support.run_cli_here`); the bad setting and the
+password on standard input run the installed ``issuer`` as a process, as an operator does."""
 
 from __future__ import annotations
 
@@ -91,7 +94,7 @@ def test_every_command_has_help(command) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(env, args, stdin, needle) -> None:
-    result = support.run_cli(env, *args, input=stdin)
+    result = support.run_cli_here(env, *args, input=stdin)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and needle.lower() in lines[0].lower(), result.stderr
@@ -110,7 +113,7 @@ def test_unreachable_database_is_one_line(tmp_path, key_env) -> None:
         f"postgresql://postgres@127.0.0.1:{support.free_port()}/x", tmp_path / "k", **key_env
     )
     for args in (("clients", "list"), ("db", "upgrade")):
-        result = support.run_cli(env, *args)
+        result = support.run_cli_here(env, *args)
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "database is unreachable" in lines[0], result.stderr
@@ -118,15 +121,17 @@ def test_unreachable_database_is_one_line(tmp_path, key_env) -> None:
 
 def test_db_upgrade_on_an_empty_postgresql(empty_pg_url, tmp_path, key_env) -> None:
     env = support.issuer_env(empty_pg_url, tmp_path / "keys", **key_env)
-    assert support.run_cli(env, "clients", "list").returncode == 1  # not migrated yet: refused, not guessed
-    result = support.run_cli(env, "db", "upgrade")
+    assert (
+        support.run_cli_here(env, "clients", "list").returncode == 1
+    )  # not migrated yet: refused, not guessed
+    result = support.run_cli_here(env, "db", "upgrade")
     assert result.returncode == 0, result.stderr
     assert "database at revision" in result.stdout
-    assert support.run_cli(env, "clients", "list").returncode == 0
+    assert support.run_cli_here(env, "clients", "list").returncode == 0
 
 
 def test_clients_create_json_and_list_never_show_the_secret(env) -> None:
-    result = support.run_cli(
+    result = support.run_cli_here(
         env,
         "clients",
         "create",
@@ -141,7 +146,7 @@ def test_clients_create_json_and_list_never_show_the_secret(env) -> None:
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     assert set(created) == {"client_id", "client_secret"}
-    listing = support.run_cli(env, "clients", "list", "--json")
+    listing = support.run_cli_here(env, "clients", "list", "--json")
     assert created["client_secret"] not in listing.stdout
     (row,) = json.loads(listing.stdout)
     assert row["client_id"] == created["client_id"] and row["scope"] == "read write"

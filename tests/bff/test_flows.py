@@ -152,7 +152,7 @@ def bff(setting: Setting) -> Iterator[Bff]:
 
 
 def _families(setting: Setting) -> list[dict[str, Any]]:
-    result = support.run_cli(
+    result = support.run_cli_here(
         setting.issuer_env, "sessions", "list", "--subject", setting.subject, "--all", "--json"
     )
     assert result.returncode == 0, result.stderr
@@ -527,7 +527,7 @@ async def test_an_operator_revocation_ends_the_session(
         cookie = browser.cookies["__Host-bff-session"]
         session = await bff.session(browser)
         assert session is not None and session.sid is not None
-        revoked = support.run_cli(setting.issuer_env, "sessions", "revoke", "--family", session.sid)
+        revoked = support.run_cli_here(setting.issuer_env, "sessions", "revoke", "--family", session.sid)
         assert revoked.returncode == 0, revoked.stderr
         deadline = time.monotonic() + 15
         while browser.get(bff.url + "/bff/user").status_code != 401:
@@ -540,7 +540,7 @@ async def test_an_operator_revocation_ends_the_session(
         bob = new_browser()
         bob.sign_in(bff.url, username="bob")
         assert bob.call(bff.url + "/api/x").status_code == 200
-        revoked = support.run_cli(setting.issuer_env, "sessions", "revoke", "--username", "bob")
+        revoked = support.run_cli_here(setting.issuer_env, "sessions", "revoke", "--username", "bob")
         assert revoked.returncode == 0, revoked.stderr
         deadline = time.monotonic() + 15
         while bob.get(bff.url + "/bff/user").status_code != 401:

@@ -461,7 +461,7 @@ def test_clock_skew_between_instances(
             for tokens in minted:
                 for url in (fast, slow):
                     assert active(url, rs, tokens["access_token"])
-            out = support.run_cli(revoking_env, "sessions", "revoke", "--username", "alice")
+            out = support.run_cli_here(revoking_env, "sessions", "revoke", "--username", "alice")
             assert out.returncode == 0, out.stderr
             for tokens in minted:
                 for url in (fast, slow):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,6 @@ from issuer.settings import load
 from issuer.store.database import Database
 from tests import support
 
-SCRIPT = str(support.ROOT / "scripts" / "rotate_keys.py")
 JWKS = "/.well-known/jwks.json"
 
 
@@ -85,9 +82,7 @@ def test_jwks_cache_headers_and_conditional_requests(
             assert cached.headers["etag"] == etag and "max-age=24" in cached.headers["cache-control"]
         assert httpx.get(server.url + JWKS, headers={"If-None-Match": '"stale"'}).status_code == 200
         # a rotation step publishes a new key: the old ETag no longer matches
-        step = subprocess.run(
-            [sys.executable, SCRIPT, "rotate", "--force"], env=env, capture_output=True, text=True, timeout=60
-        )
+        step = support.run_rotate_keys_here(env, "rotate", "--force")
         assert step.returncode == 0, step.stderr
         deadline = time.monotonic() + 15
         while httpx.get(server.url + JWKS, headers={"If-None-Match": etag}).status_code == 304:
@@ -205,9 +200,7 @@ def test_two_servers_pick_up_a_rotation_done_by_the_script(
         auth = register(env)
         before = {kid_of(issue(a.url, auth)), kid_of(issue(b.url, auth))}
         assert len(before) == 1  # the second instance found the first's key
-        step = subprocess.run(
-            [sys.executable, SCRIPT, "rotate", "--force"], env=env, capture_output=True, text=True, timeout=60
-        )
+        step = support.run_rotate_keys_here(env, "rotate", "--force")
         assert step.returncode == 0, step.stderr
         new = step.stdout.split()[1].rstrip(":")  # "create-active KID: forced by the operator"
         assert new not in before
@@ -231,7 +224,7 @@ def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
     )
     with support.running_server(env, tmp_path / "server.log") as server:
         auth = register(env)
-        created = support.run_cli(
+        created = support.run_cli_here(
             env,
             "clients",
             "create",
@@ -264,20 +257,9 @@ def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
                 return bool(answer.json()["active"])
 
             assert introspect(old)
-            refused = subprocess.run(
-                [sys.executable, SCRIPT, "revoke", compromised],
-                env=env,
-                input="",
-                capture_output=True,
-                text=True,
-            )
+            refused = support.run_rotate_keys_here(env, "revoke", compromised, input="")
             assert refused.returncode == 1 and introspect(old)  # not confirmed: nothing happened
-            done = subprocess.run(
-                [sys.executable, SCRIPT, "revoke", compromised, "--yes"],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
+            done = support.run_rotate_keys_here(env, "revoke", compromised, "--yes")
             assert done.returncode == 0, done.stderr
             assert not introspect(old)  # the database copy of the denylist decides at once
             deadline = time.monotonic() + 5
@@ -350,7 +332,7 @@ def _revoked_signing_key_stops_signing(env: dict[str, str], tmp_path: Path) -> N
         assert [k["kid"] for k in jwks.json()["keys"]] == [compromised]
         with Minter(server.url, auth) as minter:
             minter.wait_for(5, time.monotonic() + 30)
-            done = support.run_cli(env, "keys", "revoke", compromised, "--yes")
+            done = support.run_cli_here(env, "keys", "revoke", compromised, "--yes")
             assert done.returncode == 0, done.stderr
             revoked_at = time.monotonic()
             deadline = revoked_at + 15  # generous: the promise is about a second, the interval 3600 s

@@ -53,7 +53,7 @@ def test_a_full_scenario_logs_json_lines_and_no_secret(
     other = _client(env, tmp_path, "client_credentials", "password", "refresh_token")
     introspector = _client(env, tmp_path, "client_credentials", introspect=True)
     for username, password in (("alice", PASSWORD), ("bob", BOB_PASSWORD)):
-        created = support.run_cli(env, "users", "create", "--username", username, input=password + "\n")
+        created = support.run_cli_here(env, "users", "create", "--username", username, input=password + "\n")
         assert created.returncode == 0, created.stderr
     secrets: set[str] = {app[1], other[1], introspector[1], PASSWORD, BOB_PASSWORD, METRICS_TOKEN}
     secrets.update(key_env.values())

@@ -97,11 +97,11 @@ def test_metrics_answer_only_the_token_or_everyone_when_public(
 
 def test_bad_metrics_token_setting_is_refused(sqlite_url: str, tmp_path: Path, key_env) -> None:
     env = support.issuer_env(sqlite_url, tmp_path / "keys", ISSUER_METRICS_TOKEN="short", **key_env)
-    result = support.run_cli(env, "settings")
+    result = support.run_cli_here(env, "settings")
     assert result.returncode != 0
     assert "ISSUER_METRICS_TOKEN" in result.stderr and "short" not in result.stderr
     env["ISSUER_METRICS_TOKEN"] = METRICS_TOKEN
-    shown = support.run_cli(env, "settings")
+    shown = support.run_cli_here(env, "settings")
     assert shown.returncode == 0 and METRICS_TOKEN not in shown.stdout
     assert "ISSUER_METRICS_TOKEN=(set)" in shown.stdout
 
@@ -142,7 +142,8 @@ def test_every_metric_changes_when_its_event_happens(
     app = create_client(env, tmp_path, "client_credentials", "password", "refresh_token")
     introspector = create_client(env, tmp_path, "client_credentials", introspect=True)
     assert (
-        support.run_cli(env, "users", "create", "--username", "alice", input=PASSWORD + "\n").returncode == 0
+        support.run_cli_here(env, "users", "create", "--username", "alice", input=PASSWORD + "\n").returncode
+        == 0
     )
     with support.running_server(env, tmp_path / "server.log") as server:
         token_url = server.url + "/token"
@@ -269,7 +270,7 @@ def test_every_metric_changes_when_its_event_happens(
         states_before = {
             s: value(after, "issuer_signing_keys", state=s) for s in ("next", "active", "retired")
         }
-        step = support.run_cli(env, "keys", "rotate", "--force", cwd=tmp_path)
+        step = support.run_cli_here(env, "keys", "rotate", "--force")
         assert step.returncode == 0, step.stderr
         after = scrape(server)
         states_after = {

@@ -194,7 +194,7 @@ def _client(env: dict[str, str], *grants: str) -> tuple[str, str]:
     args = ["clients", "create", "--json", "--name", "app", "--scope", "read"]
     for grant in grants:
         args += ["--grant", grant]
-    result = support.run_cli(env, *args)
+    result = support.run_cli_here(env, *args)
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     return created["client_id"], created["client_secret"]
@@ -217,7 +217,8 @@ def test_http_429_with_retry_after_per_client_and_per_address(
     first = _client(env, "password", "client_credentials")
     second = _client(env, "client_credentials")
     assert (
-        support.run_cli(env, "users", "create", "--username", "alice", input=PASSWORD + "\n").returncode == 0
+        support.run_cli_here(env, "users", "create", "--username", "alice", input=PASSWORD + "\n").returncode
+        == 0
     )
     other_address = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
     with support.running_server(env, tmp_path / "server.log") as server, other_address:

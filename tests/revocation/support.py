@@ -42,7 +42,7 @@ class Deployment:
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def cli(self, *args: str, input: str | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        result = support.run_cli(self.env, *args, input=input, cwd=self.tmp)
+        result = support.run_cli_here(self.env, *args, input=input)
         if ok:
             assert result.returncode == 0, result.stderr
         return result

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -40,10 +42,13 @@ __all__ = [
     "add_user",
     "cpu_seconds",
     "free_port",
+    "get",
     "issuer_env",
     "pg_clone",
     "pg_drop",
+    "post",
     "register_client",
+    "request",
     "rss_bytes",
     "run_cli",
     "run_cli_here",
@@ -54,6 +59,15 @@ PG_ADMIN_URL = os.environ.get("ISSUER_TEST_DATABASE_URL", "postgresql://postgres
 REDIS_URL = os.environ.get("ISSUER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER_BIN = str(Path(sys.executable).with_name("issuer"))
+
+# The tests speak plain HTTP on loopback, but httpx builds a TLS context and loads the CA bundle
+# for every client it makes, so for every httpx.get/post: about 40 ms of CPU each here, spent
+# thousands of times in a run (the readiness polls alone). These are httpx's functions (a new
+# connection per call, as before) with one shared, default-verifying context.
+TLS = ssl.create_default_context()
+get = functools.partial(httpx.get, verify=TLS)
+post = functools.partial(httpx.post, verify=TLS)
+request = functools.partial(httpx.request, verify=TLS)
 
 
 def _pg_url(dbname: str) -> str:
@@ -80,6 +94,13 @@ def pg_drop(name: str) -> None:
 def pg_clone(template: str) -> tuple[str, str]:
     name = f"issuer_t_{os.getpid()}_{secrets.token_hex(4)}"
     return name, pg_create(name, template)
+
+
+def _accepts(port: int) -> bool:
+    """Whether something listens on the loopback ``port`` (a connect, no HTTP)."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def free_port() -> int:
@@ -158,14 +179,15 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"issuer serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if (
-                    httpx.get(self.url + "/.well-known/oauth-authorization-server", timeout=1).status_code
-                    == 200
-                ):
-                    return self
-            except httpx.HTTPError:
-                pass
+            if _accepts(self.port):  # an HTTP request only once the port is open (see TLS above)
+                try:
+                    if (
+                        get(self.url + "/.well-known/oauth-authorization-server", timeout=1).status_code
+                        == 200
+                    ):
+                        return self
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"issuer serve did not become ready in {timeout}s:\n{self.log()}")

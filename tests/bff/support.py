@@ -59,7 +59,7 @@ class _Process:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + self.ready_path, timeout=1).status_code in (200, 401):
+                if support.get(self.url + self.ready_path, timeout=1).status_code in (200, 401):
                     return self
             except httpx.HTTPError:
                 pass

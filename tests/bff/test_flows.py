@@ -377,7 +377,7 @@ async def test_logout_needs_the_csrf_header_then_revokes_the_family(
     assert _family_state(setting, session.sid).startswith("revoked")
     # the refresh token the BFF held is dead at the issuer
     assert session.tokens.refresh_token is not None
-    refreshed = httpx.post(
+    refreshed = support.post(
         setting.issuer.url + "/token",
         data={"grant_type": "refresh_token", "refresh_token": session.tokens.refresh_token},
         auth=(setting.client_id, setting.client_secret),

@@ -231,22 +231,22 @@ def exchange(
         "code_verifier": request.verifier,
     }
     if secret is None:
-        return httpx.post(issuer + "/token", data={**data, "client_id": client_id})
-    return httpx.post(issuer + "/token", data=data, auth=(client_id, secret))
+        return support.post(issuer + "/token", data={**data, "client_id": client_id})
+    return support.post(issuer + "/token", data=data, auth=(client_id, secret))
 
 
 def refresh(issuer: str, client_id: str, refresh_token: str, secret: str | None = None) -> httpx.Response:
     data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if secret is None:
-        return httpx.post(issuer + "/token", data={**data, "client_id": client_id})
-    return httpx.post(issuer + "/token", data=data, auth=(client_id, secret))
+        return support.post(issuer + "/token", data={**data, "client_id": client_id})
+    return support.post(issuer + "/token", data=data, auth=(client_id, secret))
 
 
 def id_token_claims(jwks_from: str, token: str, *, issuer: str, client_id: str) -> dict[str, Any]:
     """Verify an id_token against the issuer's published JWKS (standard PyJWT, as a client would)."""
     header = jwt.get_unverified_header(token)
     assert header["typ"] == "JWT"
-    keys = httpx.get(jwks_from + "/.well-known/jwks.json").json()["keys"]
+    keys = support.get(jwks_from + "/.well-known/jwks.json").json()["keys"]
     jwk = next(k for k in keys if k["kid"] == header["kid"])
     return dict(
         jwt.decode(

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
 from playwright.sync_api import sync_playwright
 
 from tests import support
@@ -85,7 +84,7 @@ def test_login_on_one_instance_code_and_logout_on_the_other(
                 assert rotated.status_code == 200, rotated.text
                 current = rotated.json()
                 bearer = {"authorization": "Bearer " + current["access_token"]}
-                assert httpx.get(a.url + "/userinfo", headers=bearer).status_code == 200
+                assert support.get(a.url + "/userinfo", headers=bearer).status_code == 200
 
                 # the logout at B ...
                 logout = (
@@ -103,7 +102,7 @@ def test_login_on_one_instance_code_and_logout_on_the_other(
                     assert dead.status_code == 400 and dead.json()["error"] == "invalid_grant"
                 # its access token is refused on both (its sid is on the shared denylist),
                 for url in (a.url, b.url):
-                    assert httpx.get(url + "/userinfo", headers=bearer).status_code == 401
+                    assert support.get(url + "/userinfo", headers=bearer).status_code == 401
                 # and A asks for the password again
                 harness.open_authorize(page, harness.authorization_request(a.url, client_id, callback).url)
                 assert harness.on_login_page(page), page.url

@@ -34,6 +34,7 @@ import httpx
 import jwt
 import psycopg
 
+from tests import support
 from tests.revocation.support import PASSWORD, Client, until
 
 __all__ = ["Balancer", "Chain", "Load", "RevocationWatch", "check_chains", "figures_line"]
@@ -154,7 +155,7 @@ class Chain:
 
     @classmethod
     def login(cls, url: str, app: Client, username: str = "alice") -> Chain:
-        response = httpx.post(
+        response = support.post(
             url + "/token",
             auth=app.auth,
             data={"grant_type": "password", "username": username, "password": PASSWORD},

@@ -13,7 +13,6 @@ import secrets
 import subprocess
 from pathlib import Path
 
-import httpx
 import jwt
 
 from tests import support
@@ -60,7 +59,7 @@ def test_restore_from_pg_dump_with_an_empty_redis(
         refresh(one.url, app, successor["refresh_token"])
         assert refresh(one.url, app, reused["refresh_token"]).json()["error"] == "invalid_grant"  # reuse
         before.cli("keys", "rotate", "--force")  # two keys: the retired one still verifies `live`
-        jwks = httpx.get(one.url + "/.well-known/jwks.json").json()
+        jwks = support.get(one.url + "/.well-known/jwks.json").json()
         assert len(jwks["keys"]) == 2
 
     name, restored_url = _dump_and_restore(pg_url, tmp_path)
@@ -70,9 +69,9 @@ def test_restore_from_pg_dump_with_an_empty_redis(
         after = Deployment(restored_env, tmp_path)
         with after.stack:
             two = after.serve("after")
-            assert httpx.get(two.url + "/readyz").status_code == 200
+            assert support.get(two.url + "/readyz").status_code == 200
             # the same JWKS: same kids, same public keys
-            assert httpx.get(two.url + "/.well-known/jwks.json").json() == jwks
+            assert support.get(two.url + "/.well-known/jwks.json").json() == jwks
             # revocations are in force though Redis started empty (rebuilt from the database)
             assert not active(two.url, rs, revoked_access)
             assert not active(two.url, rs, revoked_family["access_token"])
@@ -96,7 +95,7 @@ def test_restore_from_pg_dump_with_an_empty_redis(
         other = Deployment(wrong, tmp_path)
         with other.stack:
             three = other.serve("wrong-hmac")
-            response = httpx.post(
+            response = support.post(
                 three.url + "/token", auth=rs.auth, data={"grant_type": "client_credentials"}
             )
             assert response.status_code == 401 and response.json()["error"] == "invalid_client"

@@ -171,7 +171,7 @@ def _recovered_within(urls: list[str], app: Client, within: float = RECOVERY) ->
 
     def works(url: str) -> bool:
         try:
-            tokens = httpx.post(
+            tokens = support.post(
                 url + "/token",
                 auth=app.auth,
                 data={"grant_type": "password", "username": "alice", "password": support.PASSWORD},

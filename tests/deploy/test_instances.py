@@ -36,7 +36,7 @@ def _kid(token: str) -> str:
 
 def _verify(url: str, token: str) -> dict[str, object]:
     """Verify a token with the JWKS of ``url`` (standard PyJWT, as any resource server would)."""
-    keys = httpx.get(url + "/.well-known/jwks.json").json()["keys"]
+    keys = support.get(url + "/.well-known/jwks.json").json()["keys"]
     jwk = next(k for k in keys if k["kid"] == _kid(token))
     key = jwt.PyJWK(jwk)
     return dict(jwt.decode(token, key.key, algorithms=[jwk["alg"]], audience="https://issuer.test"))
@@ -134,7 +134,7 @@ def test_serve_with_workers(deployment: Deployment) -> None:
             # uvicorn's supervisor forks the workers; every one of them must be a full issuer
             assert until(lambda: len(_children(server.proc.pid)) >= 2, hang_guard=30)  # type: ignore[union-attr]
             workers = _children(server.proc.pid)
-            assert until(lambda: httpx.get(server.url + "/readyz").status_code == 200)
+            assert until(lambda: support.get(server.url + "/readyz").status_code == 200)
             tokens = login(server.url, app)
             for _ in range(20):  # new connections: the kernel spreads them over the workers
                 with httpx.Client() as http:
@@ -166,10 +166,10 @@ def test_workers_are_refused_on_sqlite(sqlite_url: str, tmp_path: Path, key_env:
 
 
 def test_healthz_and_readyz_on_the_embedded_default(server: support.ServerProcess) -> None:
-    health = httpx.get(server.url + "/healthz")
+    health = support.get(server.url + "/healthz")
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert health.headers["cache-control"] == "no-store"
-    ready = httpx.get(server.url + "/readyz")
+    ready = support.get(server.url + "/readyz")
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
@@ -191,7 +191,7 @@ def test_readyz_names_the_failing_part(pg_url: str, tmp_path: Path, key_env: dic
             server = deployment.serve("ready")
 
             def state() -> tuple[int, dict[str, object]]:
-                response = httpx.get(server.url + "/readyz", timeout=10)
+                response = support.get(server.url + "/readyz", timeout=10)
                 return response.status_code, response.json()
 
             assert state() == (
@@ -201,21 +201,21 @@ def test_readyz_names_the_failing_part(pg_url: str, tmp_path: Path, key_env: dic
 
             pg.stop()
             assert until(lambda: state()[0] == 503)
-            response = httpx.get(server.url + "/readyz", timeout=10)
+            response = support.get(server.url + "/readyz", timeout=10)
             assert response.headers["retry-after"] == "5"
             body = response.json()
             assert body["failing"] == ["database"]
             assert body["checks"]["database"].startswith("unreachable")
             assert body["checks"]["redis"] == "ok"
             assert "5432" not in response.text and str(pg.port) not in response.text
-            assert httpx.get(server.url + "/healthz").status_code == 200
+            assert support.get(server.url + "/healthz").status_code == 200
             pg.start()
             assert until(lambda: state()[0] == 200)
 
             own_redis.stop()
             assert until(lambda: state()[0] == 503)
             assert state()[1]["failing"] == ["redis"]
-            assert httpx.get(server.url + "/healthz").status_code == 200
+            assert support.get(server.url + "/healthz").status_code == 200
             own_redis.start()
             assert until(lambda: state()[0] == 200)
 
@@ -235,10 +235,10 @@ def test_readyz_names_the_failing_part(pg_url: str, tmp_path: Path, key_env: dic
 
 def test_health_bodies_name_no_address_and_take_no_writes(server: support.ServerProcess) -> None:
     for path in ("/healthz", "/readyz"):
-        response = httpx.get(server.url + path)
+        response = support.get(server.url + path)
         assert response.status_code == 200
         assert "sqlite" not in response.text and "issuer.db" not in response.text
-        assert httpx.post(server.url + path).status_code == 405
+        assert support.post(server.url + path).status_code == 405
 
 
 def test_workers_without_redis_are_allowed_with_a_warning(

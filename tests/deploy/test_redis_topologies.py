@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 
@@ -131,7 +130,7 @@ def _claims(token: str) -> tuple[dict[str, Any], str]:
 
 def _introspect_active(url: str, client: Any, token: str) -> bool | None:
     """``active`` from /introspect, or None while the instance answers 503 (Redis failing over)."""
-    response = httpx.post(url + "/introspect", auth=client.auth, data={"token": token})
+    response = support.post(url + "/introspect", auth=client.auth, data={"token": token})
     if response.status_code == 503:
         return None
     assert response.status_code == 200, response.text
@@ -145,7 +144,7 @@ async def _revocation_path(deployment: Deployment, redis_url: str, prefix: str) 
     deployment.user("alice")
     one, two = deployment.serve("one"), deployment.serve("two")
     for server in (one, two):
-        ready = httpx.get(server.url + "/readyz")
+        ready = support.get(server.url + "/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["redis"] == "ok"
 
@@ -188,7 +187,7 @@ async def test_sentinel_revocation_survives_a_failover(make_deployment: Any, tmp
             # Deployment). Bounded, not instant: within a few seconds, never "still active" after.
             assert until(lambda: _introspect_active(one.url, rs, live["access_token"]) is False, hang_guard=5)
             assert until(lambda: verifier_copy.check(kid, claims) == "revoked")
-            assert httpx.get(one.url + "/readyz").status_code == 200
+            assert support.get(one.url + "/readyz").status_code == 200
         finally:
             verifier_copy.close()
         assert SERVICE in setup.url
@@ -221,7 +220,9 @@ async def test_key_announcements_reach_instances_through_a_cluster(
         deployment = make_deployment(setup.url, "{issuer-keys}:")
         deployment.env["ISSUER_KEY_RELOAD_INTERVAL"] = "3600"  # only the Redis message can tell them
         one = deployment.serve("one")
-        before = httpx.get(one.url + "/.well-known/jwks.json").json()["keys"]
+        before = support.get(one.url + "/.well-known/jwks.json").json()["keys"]
         deployment.cli("keys", "rotate", "--force")
         # the reload interval is an hour: only the announcement can make this happen
-        assert until(lambda: len(httpx.get(one.url + "/.well-known/jwks.json").json()["keys"]) > len(before))
+        assert until(
+            lambda: len(support.get(one.url + "/.well-known/jwks.json").json()["keys"]) > len(before)
+        )

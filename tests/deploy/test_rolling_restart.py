@@ -26,8 +26,6 @@ import time
 from base64 import b64encode
 from pathlib import Path
 
-import httpx
-
 from tests import support
 from tests.deploy.load import Balancer, Chain, Load
 from tests.revocation.support import Deployment, refresh, until
@@ -73,7 +71,7 @@ def test_rolling_restart_under_load(
                 served_before = load.ok
                 new = support.ServerProcess(env, port=old.port, args=info)
                 new.start(tmp_path / f"instance-{i}-1.log", timeout=60)
-                assert until(lambda u=new.url: httpx.get(u + "/readyz").status_code == 200)
+                assert until(lambda u=new.url: support.get(u + "/readyz").status_code == 200)
                 instances[i] = new
                 balancer.up.add(new.url)
                 assert load.wait_ok(served_before + 50)

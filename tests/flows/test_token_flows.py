@@ -116,7 +116,7 @@ def _replay_from_another_address(server: support.ServerProcess, server_env: dict
             return http.post(server.url + "/token", data=form, auth=(client_id, secret))
 
     def active(access_token: str) -> bool:
-        answer = httpx.post(
+        answer = support.post(
             server.url + "/introspect", data={"token": access_token}, auth=(rs_id, rs_secret), timeout=10
         )
         assert answer.status_code == 200, answer.text
@@ -154,7 +154,7 @@ def test_scope_may_shrink_but_never_grow(server, server_env, app_client) -> None
 def test_password_grant_requires_registration(server, server_env) -> None:
     client_id, secret = register_client(server_env, name="svc", grants=("client_credentials",), scope="read")
     add_user(server_env)
-    response = httpx.post(
+    response = support.post(
         server.url + "/token",
         auth=(client_id, secret),
         data={"grant_type": "password", "username": "alice", "password": PASSWORD},
@@ -166,7 +166,7 @@ def test_password_grant_requires_registration(server, server_env) -> None:
 def test_password_grant_without_refresh_registration_returns_no_refresh_token(server, server_env) -> None:
     client_id, secret = register_client(server_env, name="cli", grants=("password",), scope="read")
     add_user(server_env)
-    response = httpx.post(
+    response = support.post(
         server.url + "/token",
         auth=(client_id, secret),
         data={"grant_type": "password", "username": "alice", "password": PASSWORD},
@@ -181,7 +181,7 @@ def test_a_refresh_token_of_another_client_is_invalid_grant(server, server_env, 
     add_user(server_env)
     with OAuth2Client(client_id, secret) as oauth:
         login = oauth.fetch_token(server.url + "/token", username="alice", password=PASSWORD)
-    stolen = httpx.post(
+    stolen = support.post(
         server.url + "/token",
         auth=(other_id, other_secret),
         data={"grant_type": "refresh_token", "refresh_token": login["refresh_token"]},
@@ -199,7 +199,7 @@ def test_wrong_password_and_unknown_user_look_the_same(server, server_env, app_c
     add_user(server_env)
     answers = []
     for username, password in (("alice", "wrong password!"), ("nobody", "wrong password!"), ("", "x")):
-        response = httpx.post(
+        response = support.post(
             server.url + "/token",
             auth=(client_id, secret),
             data={"grant_type": "password", "username": username or " ", "password": password},
@@ -228,7 +228,7 @@ def test_per_client_access_token_ttl_and_audience(server, server_env) -> None:
 
 
 def test_discovery_describes_exactly_what_is_supported(server) -> None:
-    document = httpx.get(server.url + "/.well-known/oauth-authorization-server").json()
+    document = support.get(server.url + "/.well-known/oauth-authorization-server").json()
     assert document["issuer"] == server.url
     assert document["token_endpoint"] == server.url + "/token"
     assert document["jwks_uri"] == server.url + "/.well-known/jwks.json"
@@ -249,14 +249,14 @@ def test_discovery_describes_exactly_what_is_supported(server) -> None:
     assert document["authorization_response_iss_parameter_supported"] is True
     assert document["end_session_endpoint"] == server.url + "/logout"
     assert document["userinfo_endpoint"] == server.url + "/userinfo"
-    jwks = httpx.get(document["jwks_uri"]).json()
+    jwks = support.get(document["jwks_uri"]).json()
     assert jwks["keys"] and all(not {"d", "p", "q", "dp", "dq", "qi"} & key.keys() for key in jwks["keys"])
 
 
 def test_first_start_creates_keys_with_owner_only_permissions(tmp_path: Path, sqlite_url: str) -> None:
     env = support.issuer_env(sqlite_url, tmp_path / "fresh-keys")
     with support.running_server(env, tmp_path / "fresh.log") as proc:
-        assert httpx.get(proc.url + "/.well-known/jwks.json").json()["keys"]
+        assert support.get(proc.url + "/.well-known/jwks.json").json()["keys"]
     keys = tmp_path / "fresh-keys"
     assert keys.stat().st_mode & 0o777 == 0o700
     assert {p.name for p in keys.iterdir()} == {"kek", "hmac"}

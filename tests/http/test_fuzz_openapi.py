@@ -17,7 +17,6 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 import schemathesis
@@ -115,7 +114,7 @@ def test_the_openapi_document_holds_for_generated_requests(
 
 
 def test_the_document_covers_the_public_surface(fuzz_live: Live) -> None:
-    document = httpx.get(fuzz_live.url + "/openapi.json").json()
+    document = support.get(fuzz_live.url + "/openapi.json").json()
     assert set(document["paths"]) == {
         "/token",
         "/revoke",

@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from urllib.parse import urlparse
 
-import httpx
-
 from tests import support
 
 PASSWORD = support.PASSWORD
@@ -26,7 +24,7 @@ def test_database_outage_is_503_with_retry_after_and_recovers(pg_url, tmp_path, 
     support.add_user(env)
     server = support.ServerProcess(env).start(tmp_path / "server.log")
     try:
-        login = httpx.post(
+        login = support.post(
             server.url + "/token",
             auth=auth,
             data={"grant_type": "password", "username": "alice", "password": PASSWORD},
@@ -41,18 +39,18 @@ def test_database_outage_is_503_with_retry_after_and_recovers(pg_url, tmp_path, 
             {"grant_type": "refresh_token", "refresh_token": refresh_token},
         ]
         for data in requests:
-            response = httpx.post(server.url + "/token", auth=auth, data=data, timeout=30)
+            response = support.post(server.url + "/token", auth=auth, data=data, timeout=30)
             assert response.status_code == 503, (data["grant_type"], response.text)
             assert response.headers["retry-after"] == "7"
             assert response.headers["cache-control"] == "no-store"
             assert response.json()["error"] == "temporarily_unavailable"
         # Discovery needs no database: it keeps answering from the loaded key ring.
-        assert httpx.get(server.url + "/.well-known/jwks.json").status_code == 200
+        assert support.get(server.url + "/.well-known/jwks.json").status_code == 200
 
         proxy.start()
         statuses = []
         for _ in range(10):  # the pool drops its dead connections; bounded number of tries
-            response = httpx.post(
+            response = support.post(
                 server.url + "/token",
                 auth=auth,
                 data={"grant_type": "refresh_token", "refresh_token": refresh_token},

@@ -107,7 +107,7 @@ def flood_head(server: support.ServerProcess, total: int, *, finish: bool = Fals
 
 
 def healthz(server: support.ServerProcess) -> int:
-    return httpx.get(server.url + "/healthz", timeout=HANG_GUARD).status_code
+    return support.get(server.url + "/healthz", timeout=HANG_GUARD).status_code
 
 
 # ---------------------------------------------------------------- head size and field count

@@ -228,7 +228,7 @@ def test_bad_token_requests(live: Live, case: Case) -> None:
     elif case.auth != "none":
         headers["Authorization"] = case.auth
     content = case.body.encode() if isinstance(case.body, str) else case.body
-    response = httpx.request(case.method, live.url + "/token", content=content or None, headers=headers)
+    response = support.request(case.method, live.url + "/token", content=content or None, headers=headers)
     assert response.status_code == case.status, response.text
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
@@ -243,7 +243,7 @@ def test_bad_token_requests(live: Live, case: Case) -> None:
 
 
 def test_two_authentication_methods_at_once_are_refused(live: Live) -> None:
-    response = httpx.post(
+    response = support.post(
         live.url + "/token",
         headers={"Authorization": live.basic},
         data={"grant_type": "client_credentials", "client_secret": live.secret},
@@ -252,7 +252,7 @@ def test_two_authentication_methods_at_once_are_refused(live: Live) -> None:
 
 
 def test_a_body_client_id_that_contradicts_basic_is_refused(live: Live) -> None:
-    response = httpx.post(
+    response = support.post(
         live.url + "/token",
         headers={"Authorization": live.basic},
         data={"grant_type": "client_credentials", "client_id": "cli_someone_else"},
@@ -261,7 +261,7 @@ def test_a_body_client_id_that_contradicts_basic_is_refused(live: Live) -> None:
 
 
 def test_a_matching_body_client_id_with_basic_is_fine(live: Live) -> None:
-    response = httpx.post(
+    response = support.post(
         live.url + "/token",
         headers={"Authorization": live.basic},
         data={"grant_type": "client_credentials", "client_id": live.client_id},
@@ -271,7 +271,7 @@ def test_a_matching_body_client_id_with_basic_is_fine(live: Live) -> None:
 
 def test_empty_parameters_count_as_omitted(live: Live) -> None:
     # RFC 6749 3.1: parameters sent without a value are treated as if omitted: scope= means the default.
-    response = httpx.post(
+    response = support.post(
         live.url + "/token",
         headers={"Authorization": live.basic},
         data={"grant_type": "client_credentials", "scope": ""},
@@ -280,19 +280,19 @@ def test_empty_parameters_count_as_omitted(live: Live) -> None:
 
 
 def test_a_refused_refresh_loses_nothing(live: Live) -> None:
-    login = httpx.post(
+    login = support.post(
         live.url + "/token",
         headers={"Authorization": live.basic},
         data={"grant_type": "password", "username": "alice", "password": PASSWORD},
     ).json()
     for bad in ({"scope": "admin"}, {"scope": 'bad"scope'}):
-        refused = httpx.post(
+        refused = support.post(
             live.url + "/token",
             headers={"Authorization": live.basic},
             data={"grant_type": "refresh_token", "refresh_token": login["refresh_token"], **bad},
         )
         assert refused.json()["error"] == "invalid_scope"
-    ok = httpx.post(
+    ok = support.post(
         live.url + "/token",
         headers={"Authorization": live.basic},
         data={"grant_type": "refresh_token", "refresh_token": login["refresh_token"]},
@@ -301,7 +301,7 @@ def test_a_refused_refresh_loses_nothing(live: Live) -> None:
 
 
 def test_unknown_paths_are_json_404(live: Live) -> None:
-    response = httpx.get(live.url + "/nope")
+    response = support.get(live.url + "/nope")
     assert response.status_code == 404 and response.json()["error"] == "not_found"
 
 
@@ -638,9 +638,9 @@ def _send(live: EdgeLive, case: Edge) -> httpx.Response:
     elif case.auth != "none":
         headers["Authorization"] = case.auth
     if case.method == "GET":
-        return httpx.get(f"{live.url}{case.path}?{case.body}", headers=headers)
+        return support.get(f"{live.url}{case.path}?{case.body}", headers=headers)
     headers["Content-Type"] = FORM
-    return httpx.post(live.url + case.path, content=case.body.encode(), headers=headers)
+    return support.post(live.url + case.path, content=case.body.encode(), headers=headers)
 
 
 def _assert_error(response: httpx.Response, status: int, error: str, www_authenticate: bool) -> None:
@@ -692,14 +692,14 @@ def test_strict_base64_for_basic_credentials(edge_live: EdgeLive, how: str) -> N
     """Issue 14 point 9: Basic credentials are canonical base64 or invalid_client, however close."""
     good = edge_live.basic()
     assert (
-        httpx.post(
+        support.post(
             edge_live.url + "/token",
             headers={"Authorization": good},
             data={"grant_type": "client_credentials"},
         ).status_code
         == 200
     )
-    response = httpx.post(
+    response = support.post(
         edge_live.url + "/token",
         headers={"Authorization": _mangle(good, how)},
         data={"grant_type": "client_credentials"},
@@ -725,7 +725,7 @@ def test_strict_base64_basic_credentials_are_form_encoded_ascii(
     edge_live: EdgeLive, name: str, raw: bytes
 ) -> None:
     """Issue 14 point 9: after the base64, strict UTF-8 and RFC 6749 2.3.1 form-urlencoding."""
-    response = httpx.post(
+    response = support.post(
         edge_live.url + "/token",
         headers={"Authorization": _b64(raw)},
         data={"grant_type": "client_credentials"},
@@ -736,7 +736,7 @@ def test_strict_base64_basic_credentials_are_form_encoded_ascii(
 def test_basic_credentials_are_form_urldecoded(edge_live: EdgeLive) -> None:
     """RFC 6749 2.3.1: the id and secret are form-urlencoded before Basic; '%5F' is '_'."""
     encoded = edge_live.client_id.replace("_", "%5F") + ":" + edge_live.secret.replace("_", "%5F")
-    response = httpx.post(
+    response = support.post(
         edge_live.url + "/token",
         headers={"Authorization": _b64(encoded.encode())},
         data={"grant_type": "client_credentials"},

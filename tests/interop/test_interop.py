@@ -11,13 +11,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from tests import support
 from tests.verify.support import Issuer
 
 HERE = Path(__file__).resolve().parent
@@ -31,7 +31,7 @@ def tampered(token: str) -> str:
 
 
 def jwks_uri(issuer: Issuer) -> str:
-    metadata = httpx.get(issuer.url + "/.well-known/oauth-authorization-server").json()
+    metadata = support.get(issuer.url + "/.well-known/oauth-authorization-server").json()
     return str(metadata["jwks_uri"])
 
 
@@ -58,7 +58,7 @@ def check_pyjwt_pyjwkclient(any_issuer: Issuer) -> None:
 # here rather than failing the run.
 def check_joserfc(any_issuer: Issuer) -> None:
     token = any_issuer.token("notes:read")
-    keys = KeySet.import_key_set(httpx.get(jwks_uri(any_issuer)).json())
+    keys = KeySet.import_key_set(support.get(jwks_uri(any_issuer)).json())
     decoded = jose_jwt.decode(token, keys, algorithms=[any_issuer.alg])
     assert decoded.header["typ"] == "at+jwt"
     registry = jose_jwt.JWTClaimsRegistry(

@@ -29,7 +29,7 @@ def register(env: dict[str, str]) -> tuple[str, str]:
 
 
 def issue(url: str, auth: tuple[str, str]) -> str:
-    response = httpx.post(url + "/token", data={"grant_type": "client_credentials"}, auth=auth, timeout=10)
+    response = support.post(url + "/token", data={"grant_type": "client_credentials"}, auth=auth, timeout=10)
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
@@ -51,7 +51,7 @@ def test_each_algorithm_end_to_end_with_pyjwkclient(
         signing_key = jwt.PyJWKClient(server.url + JWKS).get_signing_key_from_jwt(token)
         claims = jwt.decode(token, signing_key.key, algorithms=[alg], audience=server.url, issuer=server.url)
         assert claims["client_id"] == auth[0]
-        published = httpx.get(server.url + JWKS).json()["keys"]
+        published = support.get(server.url + JWKS).json()["keys"]
         assert [k["kid"] for k in published] == [header["kid"]]
         assert all(not PRIVATE_MEMBERS & k.keys() for k in published)
         # the kid is the RFC 7638 thumbprint of the published key (its required members only)
@@ -72,23 +72,23 @@ def test_jwks_cache_headers_and_conditional_requests(
         **key_env,
     )
     with support.running_server(env, tmp_path / "server.log") as server:
-        first = httpx.get(server.url + JWKS)
+        first = support.get(server.url + JWKS)
         assert first.status_code == 200
         assert first.headers["cache-control"] == "public, max-age=24"  # (50 - 1) // 2
         etag = first.headers["etag"]
         for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
-            cached = httpx.get(server.url + JWKS, headers={"If-None-Match": header})
+            cached = support.get(server.url + JWKS, headers={"If-None-Match": header})
             assert cached.status_code == 304 and cached.content == b"", header
             assert cached.headers["etag"] == etag and "max-age=24" in cached.headers["cache-control"]
-        assert httpx.get(server.url + JWKS, headers={"If-None-Match": '"stale"'}).status_code == 200
+        assert support.get(server.url + JWKS, headers={"If-None-Match": '"stale"'}).status_code == 200
         # a rotation step publishes a new key: the old ETag no longer matches
         step = support.run_rotate_keys_here(env, "rotate", "--force")
         assert step.returncode == 0, step.stderr
         deadline = time.monotonic() + 15
-        while httpx.get(server.url + JWKS, headers={"If-None-Match": etag}).status_code == 304:
+        while support.get(server.url + JWKS, headers={"If-None-Match": etag}).status_code == 304:
             assert time.monotonic() < deadline, "the server never reloaded the key ring"
             time.sleep(0.2)
-        assert len(httpx.get(server.url + JWKS).json()["keys"]) == 2
+        assert len(support.get(server.url + JWKS).json()["keys"]) == 2
 
 
 class CachingResourceServer:
@@ -103,7 +103,7 @@ class CachingResourceServer:
 
     def _jwks(self) -> dict[str, Any]:
         if time.monotonic() >= self.expires:
-            response = httpx.get(self.url + JWKS, timeout=10)
+            response = support.get(self.url + JWKS, timeout=10)
             max_age = int(response.headers["cache-control"].split("max-age=")[1])
             self.keys = {k["kid"]: jwt.PyJWK(k) for k in response.json()["keys"]}
             self.expires = time.monotonic() + max_age
@@ -160,7 +160,7 @@ async def test_a_full_rotation_cycle_never_shows_a_verifier_an_unknown_kid(
             assert steps.count("promote") >= 3 and "create-next" in steps
             assert verifier.fetches >= 3
             # the retired keys are still published while their tokens live
-            published = {k["kid"] for k in httpx.get(server.url + JWKS).json()["keys"]}
+            published = {k["kid"] for k in support.get(server.url + JWKS).json()["keys"]}
             alive = {kid_of(t) for t, c in issued if c["exp"] > time.time() + 1}
             assert alive <= published
     finally:
@@ -250,7 +250,7 @@ def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
             assert verifier.verify(old)["client_id"] == auth[0]  # the verifier now caches the key
 
             def introspect(token: str) -> bool:
-                answer = httpx.post(
+                answer = support.post(
                     server.url + "/introspect", data={"token": token}, auth=rs_auth, timeout=10
                 )
                 assert answer.status_code == 200, answer.text
@@ -271,7 +271,7 @@ def test_a_revoked_key_is_rejected_by_introspection_and_issuer_verify_at_once(
                 assert time.monotonic() < deadline, "issuer_verify kept accepting a revoked key's token"
                 time.sleep(0.05)
             deadline = time.monotonic() + 5  # announced over Redis: the server reloads at once
-            while compromised in {k["kid"] for k in httpx.get(server.url + JWKS).json()["keys"]}:
+            while compromised in {k["kid"] for k in support.get(server.url + JWKS).json()["keys"]}:
                 assert time.monotonic() < deadline, "the revoked key is still published"
                 time.sleep(0.05)
             fresh = issue(server.url, auth)
@@ -328,7 +328,7 @@ def _revoked_signing_key_stops_signing(env: dict[str, str], tmp_path: Path) -> N
     with support.running_server(env, tmp_path / "server.log") as server:
         auth = register(env)
         compromised = kid_of(issue(server.url, auth))
-        jwks = httpx.get(server.url + JWKS)
+        jwks = support.get(server.url + JWKS)
         assert [k["kid"] for k in jwks.json()["keys"]] == [compromised]
         with Minter(server.url, auth) as minter:
             minter.wait_for(5, time.monotonic() + 30)
@@ -337,7 +337,7 @@ def _revoked_signing_key_stops_signing(env: dict[str, str], tmp_path: Path) -> N
             revoked_at = time.monotonic()
             deadline = revoked_at + 15  # generous: the promise is about a second, the interval 3600 s
             while True:
-                published = httpx.get(server.url + JWKS)
+                published = support.get(server.url + JWKS)
                 last = minter.answers[-1]
                 if (
                     compromised not in {k["kid"] for k in published.json()["keys"]}
@@ -363,7 +363,7 @@ def _revoked_signing_key_stops_signing(env: dict[str, str], tmp_path: Path) -> N
         assert not [a for a in minter.answers if a[0] > first_new and a[3] == compromised]
         assert published.headers["etag"] != jwks.headers["etag"]
         assert (
-            httpx.get(server.url + JWKS, headers={"If-None-Match": jwks.headers["etag"]}).status_code == 200
+            support.get(server.url + JWKS, headers={"If-None-Match": jwks.headers["etag"]}).status_code == 200
         )
         fresh = issue(server.url, auth)
         assert kid_of(fresh) in {k["kid"] for k in published.json()["keys"]}

@@ -64,7 +64,7 @@ def test_a_full_scenario_logs_json_lines_and_no_secret(
         url = server.url
 
         def post(path: str, auth: tuple[str, str] | None = None, **kwargs: object) -> httpx.Response:
-            response = httpx.post(url + path, auth=auth, **kwargs)  # type: ignore[arg-type]
+            response = support.post(url + path, auth=auth, **kwargs)  # type: ignore[arg-type]
             if response.content and response.headers.get("content-type", "").startswith("application/json"):
                 body = response.json()
                 for name in ("access_token", "refresh_token"):
@@ -161,12 +161,12 @@ def test_a_full_scenario_logs_json_lines_and_no_secret(
             )
         assert last.status_code == 429
         # metrics with its token; request ids: sane ones honoured, others replaced
-        scraped = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        scraped = support.get(url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         assert scraped.status_code == 200
-        sane = httpx.get(url + "/.well-known/jwks.json", headers={"X-Request-ID": "trace-42.a:b_c"})
+        sane = support.get(url + "/.well-known/jwks.json", headers={"X-Request-ID": "trace-42.a:b_c"})
         assert sane.headers["x-request-id"] == "trace-42.a:b_c"
         for insane in ("has space", "x" * 101, "semi;colon", app[1]):
-            echoed = httpx.get(url + "/.well-known/jwks.json", headers={"X-Request-ID": insane})
+            echoed = support.get(url + "/.well-known/jwks.json", headers={"X-Request-ID": insane})
             assert echoed.headers["x-request-id"] != insane
             assert re.fullmatch(r"[0-9a-f]{24}", echoed.headers["x-request-id"])
     finally:
@@ -262,11 +262,11 @@ def test_debug_logs_hold_no_password_hash_or_key_ciphertext(
     server = support.ServerProcess(server_env, args=args).start(log_path)
     try:
         login = {"grant_type": "password", "username": "alice", "password": PASSWORD}
-        assert httpx.post(server.url + "/token", auth=app, data=login).status_code == 200
+        assert support.post(server.url + "/token", auth=app, data=login).status_code == 200
         support.add_user(env, "carol", BOB_PASSWORD)  # a user created while the server runs
         login = {"grant_type": "password", "username": "carol", "password": BOB_PASSWORD}
-        assert httpx.post(server.url + "/token", auth=app, data=login).status_code == 200
-        assert httpx.get(server.url + "/.well-known/jwks.json").status_code == 200
+        assert support.post(server.url + "/token", auth=app, data=login).status_code == 200
+        assert support.get(server.url + "/.well-known/jwks.json").status_code == 200
     finally:
         server.stop()
 

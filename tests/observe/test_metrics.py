@@ -41,7 +41,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def scrape(server: support.ServerProcess) -> Samples:
-    response = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    response = support.get(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     return parse(response.text)
@@ -83,12 +83,12 @@ def test_metrics_answer_only_the_token_or_everyone_when_public(
 ) -> None:
     env = support.issuer_env(sqlite_url, tmp_path / "keys", **settings, **key_env)
     with support.running_server(env, tmp_path / "server.log") as server:
-        refused = httpx.post(server.url + "/token", data={"grant_type": "client_credentials"})
+        refused = support.post(server.url + "/token", data={"grant_type": "client_credentials"})
         assert refused.status_code == 401  # one counted response for the scrape to show
-        response = httpx.get(server.url + "/metrics", headers=headers)
+        response = support.get(server.url + "/metrics", headers=headers)
         assert response.status_code == status
         if status == 404:  # the same answer as a path that does not exist
-            assert response.json() == httpx.get(server.url + "/no-such-path").json()
+            assert response.json() == support.get(server.url + "/no-such-path").json()
             assert "issuer_" not in response.text
         else:
             samples = parse(response.text)
@@ -150,12 +150,12 @@ def test_every_metric_changes_when_its_event_happens(
 
         def login() -> dict[str, str]:
             data = {"grant_type": "password", "username": "alice", "password": PASSWORD}
-            response = httpx.post(token_url, auth=app, data=data)
+            response = support.post(token_url, auth=app, data=data)
             assert response.status_code == 200, response.text
             return response.json()
 
         def refresh(token: str) -> httpx.Response:
-            return httpx.post(
+            return support.post(
                 token_url, auth=app, data={"grant_type": "refresh_token", "refresh_token": token}
             )
 
@@ -163,7 +163,7 @@ def test_every_metric_changes_when_its_event_happens(
         assert value(before, "issuer_signing_keys", state="active") == 1
 
         # tokens issued by grant, latency per endpoint and grant, responses by status
-        assert httpx.post(token_url, auth=app, data={"grant_type": "client_credentials"}).status_code == 200
+        assert support.post(token_url, auth=app, data={"grant_type": "client_credentials"}).status_code == 200
         pair = login()
         after = scrape(server)
         for grant in ("client_credentials", "password"):
@@ -213,7 +213,7 @@ def test_every_metric_changes_when_its_event_happens(
 
         # a client revokes its refresh token (RFC 7009): another family revoked, another entry
         before = after
-        revoked = httpx.post(server.url + "/revoke", auth=app, data={"token": login()["refresh_token"]})
+        revoked = support.post(server.url + "/revoke", auth=app, data={"token": login()["refresh_token"]})
         assert revoked.status_code == 200
         after = scrape(server)
         assert value(after, "issuer_families_revoked_total", reason="client") == (
@@ -231,12 +231,12 @@ def test_every_metric_changes_when_its_event_happens(
             algorithm="ES256",
             headers={"kid": "not-a-kid-of-ours", "typ": "at+jwt"},
         )
-        introspected = httpx.post(server.url + "/introspect", auth=introspector, data={"token": forged})
+        introspected = support.post(server.url + "/introspect", auth=introspector, data={"token": forged})
         assert introspected.json() == {"active": False}
-        live = httpx.post(token_url, auth=app, data={"grant_type": "client_credentials"}).json()[
+        live = support.post(token_url, auth=app, data={"grant_type": "client_credentials"}).json()[
             "access_token"
         ]
-        assert httpx.post(server.url + "/introspect", auth=introspector, data={"token": live}).json()[
+        assert support.post(server.url + "/introspect", auth=introspector, data={"token": live}).json()[
             "active"
         ]
         after = scrape(server)
@@ -249,7 +249,7 @@ def test_every_metric_changes_when_its_event_happens(
         # the password rate limit
         before = after
         wrong = {"grant_type": "password", "username": "mallory", "password": "guess guess guess"}
-        statuses = [httpx.post(token_url, auth=app, data=wrong).status_code for _ in range(4)]
+        statuses = [support.post(token_url, auth=app, data=wrong).status_code for _ in range(4)]
         assert statuses == [400, 400, 400, 429]
         after = scrape(server)
         assert value(after, "issuer_rate_limited_total", limit="password") == (
@@ -283,7 +283,7 @@ def test_every_metric_changes_when_its_event_happens(
         access = login()["access_token"]
         redis_relay.stop()
         try:
-            refused = httpx.post(server.url + "/introspect", auth=introspector, data={"token": access})
+            refused = support.post(server.url + "/introspect", auth=introspector, data={"token": access})
             assert refused.status_code == 503
         finally:
             redis_relay.start()
@@ -296,7 +296,7 @@ def test_every_metric_changes_when_its_event_happens(
         before = after
         pg_relay.stop()
         try:
-            refused = httpx.post(token_url, auth=app, data={"grant_type": "client_credentials"})
+            refused = support.post(token_url, auth=app, data={"grant_type": "client_credentials"})
             assert refused.status_code == 503
             during = scrape(server)
             assert value(during, "issuer_metrics_scrape_errors_total") == (
@@ -315,8 +315,8 @@ def test_unknown_paths_and_query_strings_add_no_series(sqlite_url: str, tmp_path
     env = support.issuer_env(sqlite_url, tmp_path / "keys", ISSUER_METRICS_TOKEN=METRICS_TOKEN, **key_env)
     with support.running_server(env, tmp_path / "server.log") as server:
         for i in range(20):
-            assert httpx.get(f"{server.url}/scan-{i}").status_code == 404
-            assert httpx.get(f"{server.url}/.well-known/jwks.json?x={i}").status_code == 200
+            assert support.get(f"{server.url}/scan-{i}").status_code == 404
+            assert support.get(f"{server.url}/.well-known/jwks.json?x={i}").status_code == 200
         samples = scrape(server)
     endpoints = {
         dict(labels).get("endpoint") for (name, labels) in samples if name.startswith("issuer_http_")

@@ -224,9 +224,9 @@ def test_http_429_with_retry_after_per_client_and_per_address(
     with support.running_server(env, tmp_path / "server.log") as server, other_address:
         url = server.url + "/token"
         wrong = {"grant_type": "password", "username": "alice", "password": "not the password"}
-        assert httpx.post(url, auth=first, data=wrong).status_code == 400
-        assert httpx.post(url, auth=first, data=wrong).status_code == 400
-        refused = httpx.post(url, auth=first, data={**wrong, "password": PASSWORD})
+        assert support.post(url, auth=first, data=wrong).status_code == 400
+        assert support.post(url, auth=first, data=wrong).status_code == 400
+        refused = support.post(url, auth=first, data={**wrong, "password": PASSWORD})
         assert refused.status_code == 429  # even the right password: the limit comes first
         assert refused.json()["error"] == "rate_limited"
         assert 1 <= int(refused.headers["retry-after"]) <= 30
@@ -236,13 +236,15 @@ def test_http_429_with_retry_after_per_client_and_per_address(
         assert other_address.post(url, auth=first, data=right).status_code == 200
 
         # per client, all grants together: 3 attempts so far counted (2 wrong + 1 good) -> 1 left
-        assert httpx.post(url, auth=first, data={"grant_type": "client_credentials"}).status_code == 200
-        over = httpx.post(url, auth=first, data={"grant_type": "client_credentials"})
+        assert support.post(url, auth=first, data={"grant_type": "client_credentials"}).status_code == 200
+        over = support.post(url, auth=first, data={"grant_type": "client_credentials"})
         assert over.status_code == 429 and over.json()["error"] == "rate_limited"
         assert int(over.headers["retry-after"]) >= 1
         for _ in range(4):  # another client is unaffected
-            assert httpx.post(url, auth=second, data={"grant_type": "client_credentials"}).status_code == 200
-        assert httpx.post(url, auth=second, data={"grant_type": "client_credentials"}).status_code == 429
+            assert (
+                support.post(url, auth=second, data={"grant_type": "client_credentials"}).status_code == 200
+            )
+        assert support.post(url, auth=second, data={"grant_type": "client_credentials"}).status_code == 429
     if with_redis:
         admin = redis.Redis.from_url(support.REDIS_URL)
         try:
@@ -440,10 +442,10 @@ def test_credential_stuffing_new_usernames_from_one_address_get_429_before_argon
         statuses = []
         for i in range(12):
             form = {"grant_type": "password", "username": f"victim{i}@example.com", "password": "123456 x"}
-            statuses.append(httpx.post(url, auth=auth, data=form).status_code)
+            statuses.append(support.post(url, auth=auth, data=form).status_code)
         assert statuses == [400] * 5 + [429] * 7
         form = {"grant_type": "password", "username": "x", "password": "y"}
-        refused = httpx.post(url, auth=auth, data=form)
+        refused = support.post(url, auth=auth, data=form)
         assert refused.json()["error"] == "rate_limited" and 1 <= int(refused.headers["retry-after"]) <= 60
         right = {"grant_type": "password", "username": "alice", "password": support.PASSWORD}
         assert user_address.post(url, auth=auth, data=right).status_code == 200
@@ -481,14 +483,14 @@ def test_credential_stuffing_global_ceiling_sheds_across_two_instances_before_ar
                 before = value(scrape(second), "issuer_password_verifications_total")
                 for i in range(10):  # through the first instance until it sheds
                     form = {"grant_type": "password", "username": f"r{round_}u{i}", "password": "guess 1234"}
-                    status = httpx.post(first.url + "/token", auth=auth, data=form).status_code
+                    status = support.post(first.url + "/token", auth=auth, data=form).status_code
                     statuses.append(status)
                     if status == 503:
                         break
                 else:
                     continue  # slower than the budget's second: try again
                 form = {"grant_type": "password", "username": f"r{round_}-other", "password": "guess 1234"}
-                answer = httpx.post(second.url + "/token", auth=auth, data=form)
+                answer = support.post(second.url + "/token", auth=auth, data=form)
                 if answer.status_code == 503:
                     assert answer.json()["error"] == "temporarily_unavailable"
                     assert answer.headers["retry-after"] == "1"

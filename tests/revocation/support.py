@@ -67,7 +67,7 @@ class Deployment:
 
 
 def login(url: str, client: Client, username: str = "alice") -> dict[str, Any]:
-    response = httpx.post(
+    response = support.post(
         url + "/token",
         auth=client.auth,
         data={"grant_type": "password", "username": username, "password": PASSWORD},
@@ -77,7 +77,7 @@ def login(url: str, client: Client, username: str = "alice") -> dict[str, Any]:
 
 
 def refresh(url: str, client: Client, refresh_token: str) -> httpx.Response:
-    return httpx.post(
+    return support.post(
         url + "/token", auth=client.auth, data={"grant_type": "refresh_token", "refresh_token": refresh_token}
     )
 
@@ -86,14 +86,14 @@ def revoke(url: str, client: Client, token: str, hint: str | None = None) -> htt
     data = {"token": token}
     if hint:
         data["token_type_hint"] = hint
-    return httpx.post(url + "/revoke", auth=client.auth, data=data)
+    return support.post(url + "/revoke", auth=client.auth, data=data)
 
 
 def introspect_response(url: str, client: Client, token: str, hint: str | None = None) -> httpx.Response:
     data = {"token": token}
     if hint:
         data["token_type_hint"] = hint
-    return httpx.post(url + "/introspect", auth=client.auth, data=data)
+    return support.post(url + "/introspect", auth=client.auth, data=data)
 
 
 def introspect(url: str, client: Client, token: str, hint: str | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from issuer.runtime import Runtime
 from issuer.settings import load
 from issuer.store.refresh import Outcome
 from issuer.store.tables import RefreshFamily
+from tests import support
 from tests.revocation.support import (
     PASSWORD,
     Client,
@@ -41,7 +42,7 @@ FAMILIES = RefreshFamily.__table__  # type: ignore[attr-defined]
 
 
 def _password_login(url: str, client: Client, password: str, username: str = "alice") -> httpx.Response:
-    return httpx.post(
+    return support.post(
         url + "/token",
         auth=client.auth,
         data={"grant_type": "password", "username": username, "password": password},
@@ -245,7 +246,7 @@ def test_disabled_client_fails_authentication_at_every_endpoint(deployment: Depl
     deployment.user("alice")
     server = deployment.serve("one")
     tokens = login(server.url, app)
-    probe_token = httpx.post(
+    probe_token = support.post(
         server.url + "/token", auth=probe.auth, data={"grant_type": "client_credentials"}
     ).json()["access_token"]
     out = deployment.cli("clients", "disable", app.client_id).stdout
@@ -265,7 +266,7 @@ def test_disabled_client_fails_authentication_at_every_endpoint(deployment: Depl
     # Authentication fails everywhere within ISSUER_CLIENT_CACHE_TTL (default 5 s): polled.
     assert until(
         lambda: refused(
-            httpx.post(server.url + "/token", auth=app.auth, data={"grant_type": "client_credentials"})
+            support.post(server.url + "/token", auth=app.auth, data={"grant_type": "client_credentials"})
         )
     )
     assert refused(refresh(server.url, app, tokens["refresh_token"]))
@@ -296,7 +297,7 @@ def test_disabled_client_tokens_from_a_stale_cache_are_revoked(embedded: Deploym
     out = embedded.cli("clients", "disable", app.client_id).stdout
     assert f"client {app.client_id} disabled" in out
     late = login(server.url, app)  # still authenticated from the cache
-    issued = httpx.post(server.url + "/token", auth=app.auth, data={"grant_type": "client_credentials"})
+    issued = support.post(server.url + "/token", auth=app.auth, data={"grant_type": "client_credentials"})
     assert issued.status_code == 200
     assert refresh(server.url, app, late["refresh_token"]).json()["error"] == "invalid_grant"
     for token in (late["access_token"], issued.json()["access_token"]):

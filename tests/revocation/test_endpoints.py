@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -116,7 +115,7 @@ def test_edge_cases(live: Live, case: Case) -> None:
         "none": None,
         "wrong": (live.a.client_id, "ics_wrong"),
     }[case.auth]
-    response = httpx.request(
+    response = support.request(
         case.method,
         live.url + case.path,
         content=case.body.encode() if case.method in ("POST", "PUT") else None,
@@ -237,7 +236,7 @@ def _mint(live: Live, **overrides: Any) -> str:
 
 
 def _server_kid(live: Live) -> str:
-    return str(httpx.get(live.url + "/.well-known/jwks.json").json()["keys"][0]["kid"])
+    return str(support.get(live.url + "/.well-known/jwks.json").json()["keys"][0]["kid"])
 
 
 def test_inactive_tokens(live: Live) -> None:
@@ -307,7 +306,7 @@ def test_feed(live: Live) -> None:
     tokens = login(live.url, live.a)
     revoke(live.url, live.a, tokens["access_token"])
     jti = jwt.decode(tokens["access_token"], options={"verify_signature": False})["jti"]
-    response = httpx.get(live.url + "/revocations", auth=live.rs.auth)
+    response = support.get(live.url + "/revocations", auth=live.rs.auth)
     assert response.status_code == 200
     body = response.json()
     assert {"kind": "jti", "value": jti} in [
@@ -319,7 +318,7 @@ def test_feed(live: Live) -> None:
     # cursor may still move), so a 200 in between is legitimate only with a moved cursor.
     etag, cursor = response.headers["etag"], body["next_cursor"]
     for _ in range(3):
-        again = httpx.get(
+        again = support.get(
             live.url + "/revocations?since=0", auth=live.rs.auth, headers={"If-None-Match": etag}
         )
         if again.status_code == 304:
@@ -328,7 +327,9 @@ def test_feed(live: Live) -> None:
         etag, cursor = again.headers["etag"], again.json()["next_cursor"]
     assert again.status_code == 304
     # client_secret_post works too; a cursor returns what came after it (recent entries may repeat)
-    posted = httpx.post(live.url + "/revocations", data={"since": body["next_cursor"], **_post_auth(live.rs)})
+    posted = support.post(
+        live.url + "/revocations", data={"since": body["next_cursor"], **_post_auth(live.rs)}
+    )
     assert posted.status_code == 200
     later = [e["value"] for e in posted.json()["entries"]]
     assert set(later) <= {e["value"] for e in body["entries"]}
@@ -339,7 +340,7 @@ def _post_auth(client: Client) -> dict[str, str]:
 
 
 def test_metadata_names_the_endpoints(live: Live) -> None:
-    document = httpx.get(live.url + "/.well-known/oauth-authorization-server").json()
+    document = support.get(live.url + "/.well-known/oauth-authorization-server").json()
     assert document["revocation_endpoint"] == live.url + "/revoke"
     assert document["introspection_endpoint"] == live.url + "/introspect"
     # a public client revokes with its client_id alone; introspection always wants a secret
@@ -354,7 +355,7 @@ def test_metadata_names_the_endpoints(live: Live) -> None:
 
 def test_introspection_works_with_post_authentication(live: Live) -> None:
     tokens = login(live.url, live.a)
-    response = httpx.post(
+    response = support.post(
         live.url + "/introspect", data={"token": tokens["access_token"], **_post_auth(live.rs)}
     )
     assert response.json()["active"] is True

@@ -15,6 +15,7 @@ import jwt
 import pytest
 
 from issuer.store.bounded import ADDRESS_CHARS, stored_address
+from tests import support
 from tests.revocation.support import Client, Deployment, active, login
 
 HOSTILE = {
@@ -24,7 +25,7 @@ HOSTILE = {
 
 
 def _refresh(url: str, client: Client, token: str, forwarded_for: str) -> httpx.Response:
-    return httpx.post(
+    return support.post(
         url + "/token",
         auth=client.auth,
         data={"grant_type": "refresh_token", "refresh_token": token},

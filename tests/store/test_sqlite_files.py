@@ -9,8 +9,6 @@ import sqlite3
 import stat
 from pathlib import Path
 
-import httpx
-
 from tests import support
 
 
@@ -29,7 +27,7 @@ def test_sqlite_files_are_owner_only(tmp_path: Path, key_env: dict[str, str]) ->
         with support.running_server(env, tmp_path / "server.log") as server:
             client_id, secret = support.register_client(env, grants=("client_credentials",))
             for _ in range(3):  # writes while the server runs: the WAL and its index exist now
-                answer = httpx.post(
+                answer = support.post(
                     server.url + "/token", auth=(client_id, secret), data={"grant_type": "client_credentials"}
                 )
                 assert answer.status_code == 200

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import jwt
 
 from issuer.keys.material import b64decode
@@ -38,7 +37,7 @@ class Issuer:
         data = {"grant_type": "client_credentials"}
         if scope:
             data["scope"] = scope
-        response = httpx.post(self.url + "/token", data=data, auth=(self.client_id, self.client_secret))
+        response = support.post(self.url + "/token", data=data, auth=(self.client_id, self.client_secret))
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
 

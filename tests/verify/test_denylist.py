@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -261,7 +260,7 @@ def test_fails_closed_while_redis_is_down_and_recovers_when_it_is_back(own_redis
 
 
 def _revoke(issuer: Issuer, token: str) -> None:
-    response = httpx.post(
+    response = support.post(
         issuer.url + "/revoke", data={"token": token}, auth=(issuer.client_id, issuer.client_secret)
     )
     assert response.status_code == 200, response.text

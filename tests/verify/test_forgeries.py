@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 import redis
@@ -81,7 +80,7 @@ def hs256_with_public_key(c: Context) -> str:
 
 
 def hs256_with_jwk(c: Context) -> str:
-    jwks = httpx.get(c.issuer.url + "/.well-known/jwks.json").json()
+    jwks = support.get(c.issuer.url + "/.well-known/jwks.json").json()
     secret = json.dumps(jwks["keys"][0]).encode()
     head = b64json({"alg": "HS256", "kid": c.real_kid(), "typ": "at+jwt"})
     signing_input = f"{head}.{b64json(c.issuer.claims())}"
@@ -195,11 +194,11 @@ def introspector(issuer: Issuer) -> Callable[[str], dict[str, Any]] | None:
     client_id, secret = register_client(issuer.server.env, "--can-introspect")
 
     def introspect(token: str) -> dict[str, Any]:
-        response = httpx.post(issuer.url + "/introspect", data={"token": token}, auth=(client_id, secret))
+        response = support.post(issuer.url + "/introspect", data={"token": token}, auth=(client_id, secret))
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    probe = httpx.post(issuer.url + "/introspect", data={"token": "x"}, auth=(client_id, secret))
+    probe = support.post(issuer.url + "/introspect", data={"token": "x"}, auth=(client_id, secret))
     return None if probe.status_code in (404, 405) else introspect
 
 

@@ -8,11 +8,11 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 
 from issuer_verify import InvalidToken, Verifier
+from tests import support
 from tests.verify.support import Counting, Issuer, counting_server
 
 
@@ -29,7 +29,7 @@ class Clock:
 @pytest.fixture
 def jwks_mirror(issuer: Issuer) -> Iterator[Counting]:
     """Serves the issuer's JWKS (max-age 600, with an ETag) and counts every request."""
-    body = httpx.get(issuer.url + "/.well-known/jwks.json").content
+    body = support.get(issuer.url + "/.well-known/jwks.json").content
     etag = '"v1"'
 
     def serve() -> tuple[int, dict[str, str], bytes]:
@@ -111,7 +111,7 @@ def test_discovery_and_max_age_with_etag_revalidation(issuer: Issuer) -> None:
         verifier.verify(token)
         assert verifier.fetches == 1
         max_age = int(
-            httpx.get(issuer.url + "/.well-known/jwks.json").headers["cache-control"].split("max-age=")[1]
+            support.get(issuer.url + "/.well-known/jwks.json").headers["cache-control"].split("max-age=")[1]
         )
         clock.now += max_age - 1
         verifier.verify(token)
@@ -129,7 +129,7 @@ def test_metadata_naming_another_issuer_is_refused(issuer: Issuer) -> None:
 
 
 def test_a_key_dropped_from_the_jwks_stops_verifying_after_the_cache(issuer: Issuer) -> None:
-    document: dict[str, Any] = httpx.get(issuer.url + "/.well-known/jwks.json").json()
+    document: dict[str, Any] = support.get(issuer.url + "/.well-known/jwks.json").json()
     current = {"body": json.dumps(document).encode()}
 
     def serve() -> tuple[int, dict[str, str], bytes]:

@@ -22,7 +22,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 import issuer_verify
@@ -197,7 +196,7 @@ def test_the_verifier_wheel_alone_verifies_a_live_token_with_and_without_the_den
         try:
             first = proc.stdout.readline().strip()
             assert first == "accepted", first + proc.stderr.read()
-            revoked = httpx.post(
+            revoked = support.post(
                 issuer.url + "/revoke", data={"token": token}, auth=(issuer.client_id, issuer.client_secret)
             )
             assert revoked.status_code == 200, revoked.text

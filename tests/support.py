@@ -44,6 +44,7 @@ __all__ = [
     "free_port",
     "get",
     "issuer_env",
+    "listens",
     "pg_clone",
     "pg_drop",
     "post",
@@ -96,11 +97,26 @@ def pg_clone(template: str) -> tuple[str, str]:
     return name, pg_create(name, template)
 
 
-def _accepts(port: int) -> bool:
-    """Whether something listens on the loopback ``port`` (a connect, no HTTP)."""
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on loopback ``port`` (Linux: the
+    listening socket's inode in ``/proc/net/tcp`` among the process's file descriptors)."""
+    local = f"0100007F:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:
+        return False
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(descriptor) in inodes:
+                return True
+    return False
 
 
 def free_port() -> int:
@@ -146,18 +162,35 @@ class ServerProcess:
     """``issuer serve`` on a free loopback port, stopped with SIGTERM (then SIGKILL)."""
 
     def __init__(self, env: dict[str, str], *, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+        self.chosen_port = port is None  # a port of our choosing may be taken again: see start
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(env)
+        self.own_url = "ISSUER_URL" not in self.env
         self.env.setdefault("ISSUER_URL", self.url)
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
 
     def start(self, log_path: Path, timeout: float = 90.0) -> ServerProcess:
+        """Start and wait until this process answers on its port. A free port can be taken by
+        another process between :func:`free_port` and the server's bind (other workers start
+        servers too): the server then exits, and one of our choosing is chosen again."""
+        for _ in range(5):
+            if self._start(log_path, timeout):
+                return self
+            assert self.chosen_port and self.proc is not None
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            if self.own_url:
+                self.env["ISSUER_URL"] = self.url
+        raise RuntimeError(f"issuer serve found no free port:\n{self.log()}")
+
+    def _start(self, log_path: Path, timeout: float) -> bool:
         # Generous: a start takes ~1 s here, but a CI machine busy with other work can take far longer.
         self.log_path = log_path
         with log_path.open("ab") as log:
+            written = log.tell()  # this attempt's part of the log starts here
             self.proc = subprocess.Popen(
                 [
                     ISSUER_BIN,
@@ -178,14 +211,16 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self.chosen_port and "address already in use" in self.log()[written:]:
+                    return False
                 raise RuntimeError(f"issuer serve exited with {self.proc.returncode}:\n{self.log()}")
-            if _accepts(self.port):  # an HTTP request only once the port is open (see TLS above)
+            # An HTTP request only once this process listens (see TLS above): another process on
+            # the port would answer for it.
+            if listens(self.proc.pid, self.port):
                 try:
-                    if (
-                        get(self.url + "/.well-known/oauth-authorization-server", timeout=1).status_code
-                        == 200
-                    ):
-                        return self
+                    answer = get(self.url + "/.well-known/oauth-authorization-server", timeout=1)
+                    if answer.status_code == 200:
+                        return True
                 except httpx.HTTPError:
                     pass
             time.sleep(0.05)

@@ -58,11 +58,12 @@ class _Process:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if support.get(self.url + self.ready_path, timeout=1).status_code in (200, 401):
-                    return self
-            except httpx.HTTPError:
-                pass
+            if support.listens(self.proc.pid, self.port):  # not another process on the port
+                try:
+                    if support.get(self.url + self.ready_path, timeout=1).status_code in (200, 401):
+                        return self
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.argv} did not become ready in {timeout}s:\n{self.log()}")

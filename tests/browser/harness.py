@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import jwt
 import pytest
-from click.testing import CliRunner
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests import support
@@ -108,13 +106,8 @@ def cli(env: dict[str, str], *args: str, input: str | None = None) -> str:
 
     Set up a site before the browser starts: Playwright's sync API keeps an event loop running in
     this thread while a browser is open, and the commands run their own (``asyncio.run``)."""
-    from issuer.cli import main
-
-    # as a subprocess with exactly ``env`` would: this process's other ISSUER_* variables unset
-    scoped: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ISSUER_")}
-    scoped.update(env)
-    result = CliRunner().invoke(main, list(args), input=input, env=scoped, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    result = support.run_cli_here(env, *args, input=input)
+    assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 

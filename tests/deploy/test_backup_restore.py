@@ -16,7 +16,7 @@ from pathlib import Path
 import jwt
 
 from tests import support
-from tests.revocation.support import Deployment, RedisServer, active, login, refresh, revoke
+from tests.revocation.support import Deployment, RedisServer, active, login, refresh, revoke, until
 
 
 def _dump_and_restore(source_url: str, tmp: Path) -> tuple[str, str]:
@@ -59,8 +59,9 @@ def test_restore_from_pg_dump_with_an_empty_redis(
         refresh(one.url, app, successor["refresh_token"])
         assert refresh(one.url, app, reused["refresh_token"]).json()["error"] == "invalid_grant"  # reuse
         before.cli("keys", "rotate", "--force")  # two keys: the retired one still verifies `live`
+        # the server takes the new key up when the announcement reaches it (Redis pub/sub)
+        assert until(lambda: len(support.get(one.url + "/.well-known/jwks.json").json()["keys"]) == 2)
         jwks = support.get(one.url + "/.well-known/jwks.json").json()
-        assert len(jwks["keys"]) == 2
 
     name, restored_url = _dump_and_restore(pg_url, tmp_path)
     empty_redis = RedisServer(tmp_path).start()

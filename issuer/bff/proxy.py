@@ -17,9 +17,10 @@
   could bring back an encoding it cannot decode: the answer's bytes are relayed as they are).
   Values are sent as the browser's bytes; one that is not UTF-8 is a 400.
 - The request body is read whole, up to ``BFF_MAX_BODY_BYTES`` (413 above it). An answer with a
-  ``Content-Length`` of at most :data:`SMALL` bytes (and a HEAD, 204 or 304 answer) is read whole,
-  then sent in one piece with that length; any other answer is streamed back as the upstream sends
-  it. Either way raw bytes, ``Content-Encoding`` kept.
+  ``Content-Length`` of at most :data:`SMALL` bytes (and a HEAD, 204 or 304 answer) is read whole
+  and sent in one piece; so is any other answer that is complete in the first read (what had
+  arrived with its head: then sent with a ``Content-Length``). The rest are streamed back as the
+  upstream sends them, that first read at once. Either way raw bytes, ``Content-Encoding`` kept.
 - Paths with dot segments (also percent-encoded) are a 404: they could climb out of the
   upstream's base path. The path and query are forwarded as the browser sent them (``raw_path``;
   bytes above 0x7F percent-encoded).
@@ -97,7 +98,8 @@ _RESPONSE_DROPPED = frozenset(name.encode() for name in RESPONSE_DROPPED)
 
 SMALL = 64 * 1024
 """Answers declaring at most this many bytes are read whole and sent with their length (one ASGI
-body message); longer or unknown-length answers are streamed."""
+body message, no streaming task); longer or unknown-length answers are streamed unless the first
+read holds all of them."""
 _NO_BODY = frozenset({204, 304})
 _SAFE = string.printable.strip()  # path and query bytes kept as they are; the rest percent-encoded
 
@@ -151,10 +153,11 @@ def _as_sent(text: str) -> str:
     return text if text.isascii() else quote(text.encode("latin-1"), safe=_SAFE)
 
 
-async def _relay(answer: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The answer's body as it arrives; the connection goes back to the pool when it was read to
-    the end (aiohttp closes it otherwise)."""
+async def _relay(answer: aiohttp.ClientResponse, first: bytes) -> AsyncIterator[bytes]:
+    """``first``, then the rest of the answer's body as it arrives; the connection goes back to
+    the pool when it was read to the end (aiohttp closes it otherwise)."""
     try:
+        yield first
         async for chunk in answer.content.iter_any():
             yield chunk
     finally:
@@ -220,16 +223,21 @@ def _make(upstream: Upstream, max_body: int) -> HTTPRouteHandler:
             )
         returned = _returned_headers(answer)
         length = answer.content_length
-        if (length is not None and length <= SMALL) or method == "HEAD" or status in _NO_BODY:
-            try:
-                content = await answer.read()
-            except (aiohttp.ClientError, TimeoutError) as error:
-                answer.close()
-                return _unavailable(metrics, prefix, error)
-            metrics.proxied_counter(prefix, status).inc()
-            return Response(content, status_code=status, headers=returned)
+        try:
+            if (length is not None and length <= SMALL) or method == "HEAD" or status in _NO_BODY:
+                first = await answer.read()
+                whole = True
+            else:  # what has come so far: often the whole answer, also when its length is unknown
+                first = await answer.content.readany()
+                whole = answer.content.at_eof()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            answer.close()
+            return _unavailable(metrics, prefix, error)
         metrics.proxied_counter(prefix, status).inc()
-        return Stream(_relay(answer), status_code=status, headers=returned)
+        if whole:
+            answer.release()
+            return Response(first, status_code=status, headers=returned)
+        return Stream(_relay(answer, first), status_code=status, headers=returned)
 
     name = "bff-proxy" + upstream.prefix.replace("/", "-")
     return route(

@@ -18,9 +18,9 @@
   Values are sent as the browser's bytes; one that is not UTF-8 is a 400.
 - The request body is read whole, up to ``BFF_MAX_BODY_BYTES`` (413 above it). An answer with a
   ``Content-Length`` of at most :data:`SMALL` bytes (and a HEAD, 204 or 304 answer) is read whole
-  and sent in one piece; so is any other answer that is complete in the first read (what had
-  arrived with its head: then sent with a ``Content-Length``). The rest are streamed back as the
-  upstream sends them, that first read at once. Either way raw bytes, ``Content-Encoding`` kept.
+  and sent in one piece; so is any other answer whose body is complete in its first read (then
+  sent with a ``Content-Length``). The rest are streamed back as the upstream sends them, that
+  first read at once. Either way raw bytes, ``Content-Encoding`` kept.
 - Paths with dot segments (also percent-encoded) are a 404: they could climb out of the
   upstream's base path. The path and query are forwarded as the browser sent them (``raw_path``;
   bytes above 0x7F percent-encoded).

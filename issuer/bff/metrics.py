@@ -9,9 +9,14 @@ its own (several apps in one process do not collide).
 
 The endpoint answers only with ``Authorization: Bearer BFF_METRICS_TOKEN`` (404 otherwise, and
 always when the token is unset). Labels never hold a user, session or token.
+
+The proxy's children are looked up once (:meth:`BffMetrics.proxied_counter`,
+:meth:`BffMetrics.upstream_timer`): ``.labels()`` takes a lock and builds a key on every call.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -41,6 +46,23 @@ class BffMetrics:
             "bff_upstream_seconds", "Time to the upstream's response head.", ["upstream"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
+
+        self._proxied: dict[tuple[str, int], Any] = {}  # bounded: prefixes x HTTP statuses
+        self._timers: dict[str, Any] = {}
+
+    def proxied_counter(self, upstream: str, status: int) -> Any:
+        """The ``bff_proxied_requests_total`` child of ``upstream`` and ``status``."""
+        child = self._proxied.get((upstream, status))
+        if child is None:
+            child = self._proxied[upstream, status] = self.proxied.labels(upstream, str(status))
+        return child
+
+    def upstream_timer(self, upstream: str) -> Any:
+        """The ``bff_upstream_seconds`` child of ``upstream``."""
+        child = self._timers.get(upstream)
+        if child is None:
+            child = self._timers[upstream] = self.upstream_seconds.labels(upstream)
+        return child
 
     def ended(self, reason: str) -> None:
         self.sessions_ended.labels(reason).inc()

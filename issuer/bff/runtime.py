@@ -1,6 +1,7 @@
-"""What one BFF app holds while it runs: settings, the shared HTTP client, the session store, the
-issuer client and the refresher. Made by :func:`issuer.bff.app.create_app` (or the plugin),
-started and closed by the app's lifespan; nothing happens at import time."""
+"""What one BFF app holds while it runs: settings, the HTTP clients (httpx for the issuer, aiohttp
+for the upstreams), the session store, the issuer client and the refresher. Made by
+:func:`issuer.bff.app.create_app` (or the plugin), started and closed by the app's lifespan;
+nothing happens at import time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from http.cookiejar import CookieJar, CookiePolicy
 from typing import Any
 
+import aiohttp
 import httpx
 import jwt
 import redis.asyncio as aioredis
@@ -69,6 +71,7 @@ class BffRuntime:
             cookies=CookieJar(policy=_NoCookies()),
         )
         self.issuer = IssuerClient(settings, self.http)
+        self._proxy_http: aiohttp.ClientSession | None = None  # made in start(): it needs the loop
         self.database = Database(settings.database_url)
         self.durable = durable = DatabaseSessions(self.database, self.sealer)
         self._purged_at = 0.0
@@ -113,7 +116,26 @@ class BffRuntime:
             prefix=settings.redis_prefix,
         )
 
+    @property
+    def proxy_http(self) -> aiohttp.ClientSession:
+        """The upstreams' client (:mod:`issuer.bff.proxy`): no cookie jar (as above), no redirects
+        followed (per request), no body decoding (the answer's bytes are relayed), no fields of
+        its own (the browser's are sent), a keep-alive pool of 200 connections kept 5 s idle,
+        ``BFF_HTTP_TIMEOUT`` to connect (a place in the pool included) and for each read."""
+        if self._proxy_http is None:
+            raise RuntimeError("the BFF runtime is not started")
+        return self._proxy_http
+
     async def start(self) -> None:
+        seconds = float(self.settings.http_timeout)
+        self._proxy_http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=5),
+            timeout=aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            trust_env=False,
+        )
         await self.store.start()
         if self.denylist is not None:
             self.denylist.start()
@@ -123,6 +145,8 @@ class BffRuntime:
             self.denylist.close()
         await self.store.close()
         await self.http.aclose()
+        if self._proxy_http is not None:
+            await self._proxy_http.close()
 
     async def purge(self) -> None:
         """Delete the sessions that ended unused (at most every :data:`PURGE_EVERY` seconds per

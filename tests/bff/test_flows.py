@@ -14,6 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from issuer.store.database import Database
 from tests import support
 from tests.bff.support import BffProcess, SpaBrowser, Upstream, leaks
 from tests.bff.support import issuer_env as bff_issuer_env
+from tests.bff.upstream import FIRST, GZIPPED, REST
 
 ACCESS_TTL = 10  # ISSUER_ACCESS_TOKEN_TTL's minimum
 METRICS_TOKEN = "metrics-" + secrets.token_urlsafe(16)
@@ -105,7 +107,7 @@ def new_browser() -> Iterator[Callable[..., SpaBrowser]]:
 def setting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting]:
     directory = tmp_path_factory.mktemp("bff")
     env = bff_issuer_env(directory, ISSUER_ACCESS_TOKEN_TTL=str(ACCESS_TTL))
-    ports = [support.free_port() for _ in range(6)]
+    ports = [support.free_port() for _ in range(7)]
     BFF_PORTS[:] = ports
     redirects: list[str] = []
     for port in ports:
@@ -246,11 +248,150 @@ async def test_the_proxy_forwards_the_request_and_strips_the_browsers_credential
     assert plain.status_code == 200 and plain.json()["path"] == "/v1"
 
 
+async def test_the_proxy_sends_only_the_browsers_fields(
+    new_browser: Callable[..., SpaBrowser], bff: Bff
+) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    for name in ("accept", "accept-encoding", "user-agent"):
+        del browser.http.headers[name]  # httpx's defaults: this browser sends none of them
+    seen = browser.call(bff.url + "/api/bare", "POST", content=b"x").json()
+    # no Accept-Encoding of the BFF's own (the answer's bytes are relayed undecoded), no Accept,
+    # User-Agent or Content-Type either
+    assert {"accept", "accept-encoding", "user-agent", "content-type"}.isdisjoint(seen["headers"])
+    sent = {"x-csrf": "1", "accept-encoding": "identity", "x-name": "é".encode()}  # UTF-8 goes on
+    seen = browser.request("GET", bff.url + "/api/named", headers=sent).json()
+    assert {"accept-encoding", "x-name"} <= set(seen["headers"])
+
+
+async def test_a_header_value_that_is_not_utf8_is_a_400(
+    new_browser: Callable[..., SpaBrowser], bff: Bff
+) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    answer = browser.request("GET", bff.url + "/api/things", headers={"x-csrf": "1", "x-latin": b"caf\xe9"})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+
+
 async def test_a_body_above_the_limit_is_refused(new_browser: Callable[..., SpaBrowser], bff: Bff) -> None:
     browser = new_browser()
     browser.sign_in(bff.url)
     answer = browser.request("POST", bff.url + "/api/upload", headers={"x-csrf": "1"}, content=b"x" * 5000)
     assert answer.status_code == 413
+
+
+@contextmanager
+def _streamed(browser: SpaBrowser, url: str) -> Iterator[httpx.Response]:
+    """A proxied GET whose answer is read as it arrives (raw bytes: no decoding)."""
+    cookie = f"__Host-bff-session={browser.cookies['__Host-bff-session']}"
+    with browser.http.stream("GET", url, headers={"x-csrf": "1", "cookie": cookie}) as answer:
+        yield answer
+
+
+def _big(size: int) -> bytes:
+    """What the upstream's ``/big?n=size`` sends."""
+    parts = [b"%d" % (i % 10) * (size // 4) for i in range(3)]
+    return b"".join(parts) + b"z" * (size - sum(map(len, parts)))
+
+
+async def test_a_small_answer_is_relayed_byte_for_byte(
+    new_browser: Callable[..., SpaBrowser], bff: Bff
+) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    with _streamed(browser, bff.url + "/api/gzip") as answer:
+        raw = b"".join(answer.iter_raw())
+    assert answer.status_code == 200
+    assert raw == GZIPPED  # not decoded, not re-encoded
+    assert answer.headers["content-encoding"] == "gzip"
+    assert answer.headers["content-length"] == str(len(GZIPPED))
+    assert answer.headers["content-type"] == "text/plain"
+    assert "transfer-encoding" not in answer.headers
+    # a field sent twice comes back as one list (RFC 9110 5.3); neither Set-Cookie does
+    assert answer.headers.get_list("x-multi") == ["a, b"]
+    assert answer.headers.get_list("set-cookie") == []
+    assert "x-hop" not in answer.headers and "access-control-allow-origin" not in answer.headers
+
+
+@pytest.mark.parametrize("declared", [False, True])
+async def test_a_large_answer_is_relayed_whole(
+    new_browser: Callable[..., SpaBrowser], bff: Bff, declared: bool
+) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    size = 1_000_001  # more than a first read can hold (aiohttp pauses past 128 KiB)
+    with _streamed(browser, bff.url + f"/api/big?n={size}" + ("&length=1" if declared else "")) as answer:
+        raw = b"".join(answer.iter_raw())
+    assert answer.status_code == 200 and raw == _big(size)
+    if declared:
+        assert answer.headers["content-length"] == str(size)
+    else:  # an unknown length stays unknown: chunked to the browser
+        assert answer.headers["transfer-encoding"] == "chunked" and "content-length" not in answer.headers
+
+
+@pytest.mark.parametrize("declared", [False, True])
+async def test_a_large_answer_is_streamed_as_the_upstream_sends_it(
+    new_browser: Callable[..., SpaBrowser], setting: Setting, bff: Bff, declared: bool
+) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    name = secrets.token_hex(8)
+    url = bff.url + f"/api/drip?id={name}" + ("&length=1" if declared else "")
+    with _streamed(browser, url) as answer:
+        assert answer.status_code == 200
+        chunks = answer.iter_raw()
+        received = b""
+        while len(received) < len(FIRST):  # the upstream holds the rest until released
+            received += next(chunks)
+        assert received == FIRST
+        httpx.get(setting.upstream.url + f"/release?id={name}", timeout=30).raise_for_status()
+        received += b"".join(chunks)
+    assert received == FIRST + REST
+
+
+async def test_head_is_proxied_without_a_body(new_browser: Callable[..., SpaBrowser], bff: Bff) -> None:
+    browser = new_browser()
+    browser.sign_in(bff.url)
+    answer = browser.request("HEAD", bff.url + "/api/things", headers={"x-csrf": "1"})
+    assert answer.status_code == 200 and answer.content == b""
+    assert answer.headers["content-type"] == "application/json" and answer.headers["x-upstream"] == "yes"
+
+
+@pytest.fixture(scope="module")
+def failing(setting: Setting) -> Iterator[Bff]:
+    """A BFF with a short upstream timeout and a second upstream where nothing listens."""
+    closed = support.free_port()
+    live = _start_bff(
+        setting,
+        6,
+        BFF_HTTP_TIMEOUT="3",
+        BFF_UPSTREAMS=f"/api={setting.upstream.url}/v1,/dead=http://127.0.0.1:{closed}",
+    )
+    try:
+        yield live
+    finally:
+        live.process.stop()
+
+
+async def test_an_unreachable_upstream_is_a_502(new_browser: Callable[..., SpaBrowser], failing: Bff) -> None:
+    browser = new_browser()
+    browser.sign_in(failing.url)
+    answer = browser.call(failing.url + "/dead/things")
+    assert answer.status_code == 502 and answer.json()["error"] == "bad_gateway"
+    assert browser.call(failing.url + "/api/things").status_code == 200  # the other upstream still works
+
+
+async def test_an_upstream_past_the_timeout_is_a_502(
+    new_browser: Callable[..., SpaBrowser], setting: Setting, failing: Bff
+) -> None:
+    browser = new_browser()
+    browser.sign_in(failing.url)
+    name = secrets.token_hex(8)
+    try:
+        answer = browser.call(failing.url + f"/api/slow?id={name}")  # the upstream waits for /release
+    finally:
+        httpx.get(setting.upstream.url + f"/release?id={name}", timeout=30).raise_for_status()
+    assert answer.status_code == 502 and answer.json()["error"] == "bad_gateway"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 
 from issuer.bff.app import BffPlugin
+from issuer.bff.proxy import _as_sent
 from issuer.bff.redirects import safe_return_to
 from issuer.bff.sessions import LoginState, Sealer, Tokens
 from issuer.bff.settings import load
@@ -102,3 +103,11 @@ async def test_the_plugin_mounts_in_another_litestar_app(tmp_path: Path) -> None
         assert (await client.get("/healthz")).status_code == 404  # the host app's namespace is its own
         ready = await client.get("/bff/readyz")
         assert ready.status_code == 503 and ready.json()["failing"] == ["issuer"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "forwarded"),
+    [("/a/%2Fb", "/a/%2Fb"), ("q=a%20b&c=~", "q=a%20b&c=~"), ("/caf\xe9", "/caf%E9"), ("/\xff?", "/%FF?")],
+)
+def test_the_path_goes_on_as_sent_in_ascii(sent: str, forwarded: str) -> None:
+    assert _as_sent(sent) == forwarded  # latin-1 text of the browser's bytes; above 0x7F: %XX

@@ -344,7 +344,7 @@ async def test_a_large_answer_is_streamed_as_the_upstream_sends_it(
         while len(received) < len(FIRST):  # the upstream holds the rest until released
             received += next(chunks)
         assert received == FIRST
-        httpx.get(setting.upstream.url + f"/release?id={name}", timeout=30).raise_for_status()
+        support.get(setting.upstream.url + f"/release?id={name}", timeout=30).raise_for_status()
         received += b"".join(chunks)
     assert received == FIRST + REST
 
@@ -390,7 +390,7 @@ async def test_an_upstream_past_the_timeout_is_a_502(
     try:
         answer = browser.call(failing.url + f"/api/slow?id={name}")  # the upstream waits for /release
     finally:
-        httpx.get(setting.upstream.url + f"/release?id={name}", timeout=30).raise_for_status()
+        support.get(setting.upstream.url + f"/release?id={name}", timeout=30).raise_for_status()
     assert answer.status_code == 502 and answer.json()["error"] == "bad_gateway"
 
 

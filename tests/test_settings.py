@@ -106,9 +106,9 @@ def test_nul_and_unicode_digits_integer_settings_are_exact_ascii(raw: str) -> No
 
 
 def test_the_settings_page_lists_every_setting_with_its_default() -> None:
-    table = subprocess.run(
-        [str(ROOT / ".venv/bin/issuer"), "settings", "--markdown"], capture_output=True, text=True, check=True
-    ).stdout
+    shown = support.run_cli_here({}, "settings", "--markdown")
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout
     page = (ROOT / "docs" / "settings.md").read_text()
     assert table in page, "docs/settings.md's table is stale: paste `issuer settings --markdown` into it"
     for spec in SPECS:
@@ -198,9 +198,7 @@ def test_settings_mask_credentials(database_url: str, redis_url: str, shown: lis
     (and the --markdown table's defaults go through the same mask)."""
     env = _env(ISSUER_DATABASE_URL=database_url, ISSUER_REDIS_URL=redis_url)
     for args in (("settings",), ("settings", "--markdown")):
-        result = subprocess.run(
-            [str(ROOT / ".venv/bin/issuer"), *args], env=env, capture_output=True, text=True, timeout=60
-        )
+        result = support.run_cli_here(env, *args)
         assert result.returncode == 0, result.stderr
         for secret in (DB_PASSWORD, REDIS_PASSWORD, QUERY_SECRET):
             assert not any(w in result.stdout + result.stderr for w in _windows(secret)), args
@@ -222,16 +220,8 @@ def test_a_bad_database_url_error_never_echoes_its_password(database_url: str) -
     """Issue 14, point 7: the one-line error names the setting and shows no character run of the
     password, whatever is wrong with the URL (the old message echoed its first 20 characters)."""
     for run in (
-        lambda env: subprocess.run(
-            [str(ROOT / ".venv/bin/issuer"), "settings"], env=env, capture_output=True, text=True, timeout=60
-        ),
-        lambda env: subprocess.run(
-            [str(ROOT / ".venv/bin/python"), str(ROOT / "scripts/rotate_keys.py"), "status"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ),
+        lambda env: support.run_cli_here(env, "settings"),
+        lambda env: support.run_rotate_keys_here(env, "status"),
     ):
         result = run(_env(ISSUER_DATABASE_URL=database_url))
         assert result.returncode != 0

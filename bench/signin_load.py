@@ -1,6 +1,6 @@
 """Browser sign-in on one core, driven by a scripted client (no browser), on PostgreSQL.
 
-    .venv/bin/python bench/signin_load.py [--connections 8] [--duration 10] [--runs 3]
+    .venv/bin/python bench/signin_load.py [--connections 8] [--duration 10] [--runs 3] [--profile DIR]
 
 Every run from scratch: a fresh PostgreSQL database on the server of ``ISSUER_TEST_DATABASE_URL``
 (as the tests; default postgresql://postgres@127.0.0.1:5432/postgres), ``issuer db upgrade``, a
@@ -20,7 +20,10 @@ to CPU 1. The scenarios, each a warm-up and ``--runs`` measured runs of ``--dura
 - ``cc``: ``client_credentials``, in the same run, for the ratio.
 
 Figures: flows (or requests) per wall second and per server CPU-second (``/proc``: the server's
-user + system time), p50 and p99 of the whole flow. The password rate limits are off (one user
+user + system time), p50 and p99 of the whole flow. With ``--profile DIR``, py-spy (in this
+venv) samples the server during each scenario's last measured run (not while codes are minted)
+and writes ``DIR/NAME.txt`` (collapsed stacks, for ``bench/profile_top.py``); py-spy shares the
+load generator's CPU, so read rates from a run without it. The password rate limits are off (one user
 signing in thousands of times is what they refuse). Everything it created is removed on exit.
 """
 
@@ -32,6 +35,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -231,6 +235,25 @@ async def mint(flows: Flows, browsers: list[Browser], need: int) -> list[tuple[s
     return minted
 
 
+def start_profile(directory: str | None, name: str, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server into ``directory/name.txt`` until :func:`stop_profile`."""
+    if directory is None:
+        return None
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+         "--nonblocking", "-o", str(Path(directory) / f"{name}.txt")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        profiler.wait(timeout=60)
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     return sorted(runs, key=lambda run: run["per_cpu_s"])[len(runs) // 2]
 
@@ -274,7 +297,9 @@ async def run_all(base: str, pid: int, client_id: str, cc: tuple[str, str], args
                 if name == "exchange":  # codes for the run (generously many), minted unmeasured
                     need = int(args.expected_exchanges * args.duration)
                     codes[:] = await mint(flows, browsers, need)
+                profiler = start_profile(args.profile, name, pid) if attempt == args.runs else None
                 result = await measure(flow, pid=pid, connections=args.connections, duration=args.duration)
+                stop_profile(profiler)
                 if attempt:
                     runs.append(result)
             results[name] = median_run(runs)
@@ -305,6 +330,11 @@ def main() -> None:
         help="codes minted per second of an exchange run (a run ends early when they run out)",
     )
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy samples the server during each scenario's last run into DIR/NAME.txt",
+    )
     parser.add_argument(
         "--scenarios",
         type=lambda text: text.split(","),

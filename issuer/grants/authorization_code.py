@@ -10,7 +10,10 @@ browser session. The exchange:
 * spends the code with one conditional update (:meth:`issuer.store.signin.CodeStore.spend`) and,
   in the same transaction, checks its bindings and starts the login: of any number of racing
   exchanges exactly one wins, and a replay that comes while the winner is still in its
-  transaction waits for it and then sees what it issued;
+  transaction waits for it and then sees what it issued; on PostgreSQL a code whose every
+  binding holds is first tried by one self-committing statement that does all of that at once
+  (:meth:`issuer.store.signin.CodeStore.exchange`, :mod:`issuer.store.signin_pg`), and only when
+  it writes nothing does the transactional path run, unchanged, to refuse and say why;
 * a binding that does not match (another client, another redirect URI, a wrong verifier, a
   browser session that has ended, a disabled user) is ``invalid_grant`` and the code stays spent
   (a code that was tried with a wrong verifier is a stolen code: it does not get a second try);
@@ -82,25 +85,52 @@ async def _refusal(
     return None
 
 
-async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
-    client = request.client
-    require_grant(client, GRANT_TYPE)
-    presented = request.require("code")
-    verifier = request.require("code_verifier")
-    redirect_uri = request.params.get("redirect_uri")
-    if not pkce.well_formed_verifier(verifier):
-        raise InvalidRequest(
-            "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636 4.1)"
-        )
-    if not well_formed_code(presented):
-        raise InvalidGrant(_UNKNOWN)
-    for ready in ctx.ready_checks:  # an unreachable denylist or no signing key: 503, code unspent
-        await ready()
+async def _exchange_at_once(
+    ctx: GrantContext,
+    client: ClientRecord,
+    code_digest: bytes,
+    redirect_uri: str | None,
+    verifier: str,
+    family_id: str,
+    refresh: str | None,
+    now: int,
+) -> StoredCode | None:
+    """The exchange of a code whose every binding holds, committed by one statement where the
+    store can (:meth:`issuer.store.signin.CodeStore.exchange`: PostgreSQL); None when it wrote
+    nothing and :func:`_spend_and_check` must decide."""
+    # The URI the code must hold (_redirect_matches): the presented one, or when it was left out
+    # the one registered URI; with several registered and none presented, no code matches.
+    expected = redirect_uri
+    if expected is None and len(client.redirect_uris) == 1:
+        expected = client.redirect_uris[0]
+    if expected is None:
+        return None
+    return await ctx.codes.exchange(
+        ctx.db,
+        digest=code_digest,
+        client_id=client.client_id,
+        redirect_uri=expected,
+        challenge=pkce.s256(verifier),  # the verifier is well-formed (checked by the caller)
+        family_id=family_id,
+        refresh_digest=None if refresh is None else ctx.refresh_tokens.digest(refresh),
+        now=now,
+        idle_ttl=ctx.settings.refresh_idle_ttl,
+        absolute_ttl=ctx.settings.refresh_absolute_ttl,
+    )
 
-    now = int(ctx.clock())
-    code_digest = digest(presented)
-    family_id = FAMILY_ID_PREFIX + secrets.token_urlsafe(16)
-    refresh = ctx.refresh_tokens.new() if "refresh_token" in client.grant_types else None
+
+async def _spend_and_check(
+    ctx: GrantContext,
+    client: ClientRecord,
+    code_digest: bytes,
+    redirect_uri: str | None,
+    verifier: str,
+    family_id: str,
+    refresh: str | None,
+    now: int,
+) -> StoredCode:
+    """The transactional exchange: spend the code, check its bindings and start the login in one
+    transaction; every refusal is ``invalid_grant`` raised after the spend is committed."""
     refusal: str | None = None
     async with ctx.db.transaction() as conn:
         # The spend records what this use issues (the family, or without the refresh grant the
@@ -134,6 +164,33 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
     assert code is not None
     if refusal is not None:
         raise InvalidGrant(refusal, detail="code binding")
+    return code
+
+
+async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
+    client = request.client
+    require_grant(client, GRANT_TYPE)
+    presented = request.require("code")
+    verifier = request.require("code_verifier")
+    redirect_uri = request.params.get("redirect_uri")
+    if not pkce.well_formed_verifier(verifier):
+        raise InvalidRequest(
+            "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636 4.1)"
+        )
+    if not well_formed_code(presented):
+        raise InvalidGrant(_UNKNOWN)
+    for ready in ctx.ready_checks:  # an unreachable denylist or no signing key: 503, code unspent
+        await ready()
+
+    now = int(ctx.clock())
+    code_digest = digest(presented)
+    family_id = FAMILY_ID_PREFIX + secrets.token_urlsafe(16)
+    refresh = ctx.refresh_tokens.new() if "refresh_token" in client.grant_types else None
+    code = await _exchange_at_once(ctx, client, code_digest, redirect_uri, verifier, family_id, refresh, now)
+    if code is None:
+        code = await _spend_and_check(
+            ctx, client, code_digest, redirect_uri, verifier, family_id, refresh, now
+        )
     for check in ctx.session_checks:  # the denylist: a log-out-everywhere or a revoked client
         await check(family_id, code.subject, client.client_id, now)
 

@@ -8,7 +8,9 @@
   one conditional update: of two racing exchanges exactly one wins, and a later presentation is
   told apart from an unknown code, so that the caller can revoke what the first use issued
   (RFC 6749 4.1.2: "SHOULD revoke (when possible) all tokens previously issued based on that
-  authorization code"; RFC 9700 4.2.4).
+  authorization code"; RFC 9700 4.2.4). On PostgreSQL a code whose bindings all hold is
+  exchanged by one self-committing statement (:meth:`CodeStore.exchange`,
+  :mod:`issuer.store.signin_pg`); everything else goes through :meth:`CodeStore.spend`.
 - :class:`ConsentStore`: what a user allowed a client, one scope per row.
 - :class:`RequestStore`: pending authorization requests (validated, waiting for login or
   consent), found only by their id together with the digest of the browser's binding cookie.
@@ -26,6 +28,8 @@ from sqlalchemy import ColumnElement, case, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.store import signin_pg
+from issuer.store.database import Database
 from issuer.store.rows import every, one
 from issuer.store.tables import AuthorizationCode, AuthorizationRequest, BrowserSession, Consent
 
@@ -224,6 +228,47 @@ class CodeStore:
                 family_id=None,
             )
         )
+
+    async def exchange(
+        self,
+        db: Database,
+        *,
+        digest: bytes,
+        client_id: str,
+        redirect_uri: str,
+        challenge: str,
+        family_id: str,
+        refresh_digest: bytes | None,
+        now: int,
+        idle_ttl: int,
+        absolute_ttl: int,
+    ) -> StoredCode | None:
+        """On PostgreSQL, the exchange of a code whose bindings all hold, committed by one
+        statement (:mod:`issuer.store.signin_pg`): the code spent with ``family_id`` recorded and,
+        with ``refresh_digest``, the family (remembering the code's browser session) and its first
+        token started, as :meth:`issuer.store.refresh.RefreshStore.start_family` does. Returns the
+        spent code, or None when nothing was written (any binding or condition failed, or the
+        database is SQLite): the caller then takes the transactional path (:meth:`spend`), which
+        says why.
+
+        ``redirect_uri`` is the one the code must hold, ``challenge`` the S256 of the client's
+        (well-formed) PKCE verifier.
+        """
+        if db.dialect != "postgresql":
+            return None
+        row = await signin_pg.exchange(
+            db,
+            digest=digest,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            challenge=challenge,
+            family_id=family_id,
+            refresh_digest=refresh_digest,
+            now=now,
+            idle_ttl=idle_ttl,
+            absolute_ttl=absolute_ttl,
+        )
+        return None if row is None else StoredCode(**dict(row))
 
     async def spend(
         self, conn: AsyncConnection, digest: bytes, now: int, family_id: str | None = None

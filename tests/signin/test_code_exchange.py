@@ -1,7 +1,10 @@
 """The code exchange at /token (RFC 6749 4.1.3, RFC 7636 4.5), on both databases.
 
 Codes come from the real authorization endpoint: /authorize, the login page, the 303 with the
-code; then the client posts it to /token as Authlib or openid-client would.
+code; then the client posts it to /token as Authlib or openid-client would. On PostgreSQL every
+test runs twice: as the issuer runs (a code whose bindings hold is exchanged by one statement,
+:mod:`issuer.store.signin_pg`; anything else falls back to the transactional path) and with that
+statement made to write nothing, so that the transactional path alone decides everything.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pytest
 
 from issuer.runtime import Runtime
 from issuer.signin.pkce import s256
+from issuer.store import signin_pg
 from tests.signin.browser import (
     PASSWORD,
     REDIRECT,
@@ -24,6 +28,18 @@ from tests.signin.browser import (
     new_client,
     sign_in,
 )
+
+
+async def _writes_nothing(*_: object, **__: object) -> None:
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-transactional"])
+def database_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both databases and, on PostgreSQL, both paths (see the module doc)."""
+    if request.param == "postgresql-transactional":
+        monkeypatch.setattr(signin_pg, "exchange", _writes_nothing)
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
 
 
 async def _code(
@@ -316,3 +332,29 @@ async def test_racing_exchanges_one_wins(signin_runtime: Runtime) -> None:
     # Every loser was a replay: the winner's login is revoked too (RFC 6749 4.1.2).
     winner = next(answer for answer in answers if answer.status_code == 200).json()
     assert not await _introspects_active(signin_runtime, winner["access_token"])
+
+
+async def test_on_postgresql_a_code_whose_bindings_hold_is_one_statement(
+    signin_runtime: Runtime, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which path decided: the transactional path spends through ``CodeStore.spend``; the one
+    statement does not. A refusal and a replay always go through the transactional path."""
+    spends: list[bytes] = []
+    spend = signin_runtime.codes.spend
+
+    async def counted(conn: object, digest: bytes, now: int, family_id: str | None = None) -> object:
+        spends.append(digest)
+        return await spend(conn, digest, now, family_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(signin_runtime.codes, "spend", counted)
+    one_statement = request.node.callspec.params["database_url"] == "postgresql"
+    await signin_runtime.users.create("alice", PASSWORD)
+    client_id = await new_client(signin_runtime)
+    async with app_client(signin_runtime) as http:
+        code, verifier = await _code(Browser(http), client_id)
+        assert (await _exchange(http, client_id, code, verifier)).status_code == 200
+        assert len(spends) == (0 if one_statement else 1)
+        assert _error(await _exchange(http, client_id, code, verifier)) == "invalid_grant"  # replay
+        code, _ = await _code(Browser(http), client_id)
+        assert _error(await _exchange(http, client_id, code, secrets.token_urlsafe(48))) == "invalid_grant"
+    assert len(spends) == (2 if one_statement else 3)

@@ -2,7 +2,9 @@
 
 DESIGN.md, "Browser sign-in": sessions keep only the cookie's digest and end with a reason; codes
 are single use, decided by one conditional update, and a replay is told apart from an unknown or
-expired code; consents are remembered per user, client and scope.
+expired code; consents are remembered per user, client and scope. On PostgreSQL a code whose
+bindings all hold is exchanged by one statement (``CodeStore.exchange``): it commits all of the
+exchange or, when any binding fails, writes nothing (on SQLite it always writes nothing).
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text, update
 
 from issuer.store.database import Database
-from issuer.store.signin import CodeStore, ConsentStore, SessionStore, Spend
-from issuer.store.tables import AuthorizationCode, BrowserSession
+from issuer.store.signin import CodeStore, ConsentStore, SessionStore, Spend, StoredCode
+from issuer.store.tables import AuthorizationCode, BrowserSession, RefreshFamily, RefreshToken, User
+from issuer.store.users import UserStore
 
 NOW = 1_900_000_000
 IDLE = 3600
@@ -43,7 +49,9 @@ async def new_session(db: Database, subject: str = "usr_1", now: int = NOW) -> t
     return session_id, digest(cookie)
 
 
-async def new_code(db: Database, *, ttl: int = 60, now: int = NOW) -> bytes:
+async def new_code(
+    db: Database, *, ttl: int = 60, now: int = NOW, session_id: str = "bs_1", subject: str = "usr_1"
+) -> bytes:
     code = digest(secrets.token_urlsafe(32))
     async with db.transaction() as conn:
         await CodeStore().create(
@@ -54,8 +62,8 @@ async def new_code(db: Database, *, ttl: int = 60, now: int = NOW) -> bytes:
             code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
             scope="openid read",
             nonce="n-0S6_WzA2Mj",
-            session_id="bs_1",
-            subject="usr_1",
+            session_id=session_id,
+            subject=subject,
             auth_time=now - 5,
             now=now,
             ttl=ttl,
@@ -212,6 +220,232 @@ async def test_pruning_deletes_only_codes_expired_before_the_cut(db: Database) -
         assert await store.prune(conn, NOW + 11) == 1
         left = [bytes(row.digest) for row in await conn.execute(select(AuthorizationCode.__table__.c.digest))]  # type: ignore[attr-defined]
     assert left == [fresh] and old not in left
+
+
+# ---------------------------------------------------------------- the one-statement exchange
+
+VERIFIER_S256 = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # new_code's challenge (RFC 7636 B)
+FAMILY_ABSOLUTE = 30 * 24 * 3600
+A = AuthorizationCode.__table__  # type: ignore[attr-defined]
+S = BrowserSession.__table__  # type: ignore[attr-defined]
+F = RefreshFamily.__table__  # type: ignore[attr-defined]
+T = RefreshToken.__table__  # type: ignore[attr-defined]
+U = User.__table__  # type: ignore[attr-defined]
+
+
+async def bound_code(db: Database) -> tuple[bytes, str]:
+    """A live user, a live browser session of theirs and a code of that session: (code, session id)."""
+    async with db.transaction() as conn:
+        await UserStore().create(
+            conn, id="usr_1", username="alice", password_hash="x", created_at=NOW, updated_at=NOW
+        )
+    session_id, _ = await new_session(db)
+    return await new_code(db, session_id=session_id), session_id
+
+
+async def exchange(db: Database, code: bytes, **overrides: Any) -> StoredCode | None:
+    arguments: dict[str, Any] = {
+        "digest": code,
+        "client_id": "cli_spa",
+        "redirect_uri": "https://app.example/cb",
+        "challenge": VERIFIER_S256,
+        "family_id": "sid_1",
+        "refresh_digest": digest("first refresh token"),
+        "now": NOW + 1,
+        "idle_ttl": IDLE,
+        "absolute_ttl": FAMILY_ABSOLUTE,
+    }
+    return await CodeStore().exchange(db, **(arguments | overrides))
+
+
+async def written(db: Database, code: bytes) -> tuple[Any, Any, list[Any], list[Any]]:
+    """The code's used_at and family_id, the families and the refresh tokens."""
+    async with db.transaction() as conn:
+        row = (await conn.execute(select(A.c.used_at, A.c.family_id).where(A.c.digest == code))).one()
+        families = (await conn.execute(select(F))).all()
+        tokens = (await conn.execute(select(T))).all()
+    return row.used_at, row.family_id, families, tokens
+
+
+async def test_exchange_commits_the_spend_the_family_and_its_first_token_in_one_statement(
+    db: Database,
+) -> None:
+    code, session_id = await bound_code(db)
+    won = await exchange(db, code)
+    used_at, family_id, families, tokens = await written(db, code)
+    if db.dialect == "sqlite":  # no one-statement path: the caller spends the code itself
+        assert (won, used_at, family_id, families, tokens) == (None, None, None, [], [])
+        return
+    assert won is not None
+    assert (won.used_at, won.family_id, won.subject, won.scope, won.session_id) == (
+        NOW + 1,
+        "sid_1",
+        "usr_1",
+        "openid read",
+        session_id,
+    )
+    assert (won.nonce, won.auth_time, won.redirect_uri) == ("n-0S6_WzA2Mj", NOW - 5, "https://app.example/cb")
+    assert (used_at, family_id) == (NOW + 1, "sid_1")
+    [family] = families
+    assert (family.id, family.client_id, family.subject, family.scope, family.browser_session_id) == (
+        "sid_1",
+        "cli_spa",
+        "usr_1",
+        "openid read",
+        session_id,
+    )
+    assert (family.created_at, family.expires_at, family.last_used_at, family.revoked_at) == (
+        NOW + 1,
+        NOW + 1 + FAMILY_ABSOLUTE,
+        NOW + 1,
+        None,
+    )
+    [token] = tokens
+    assert (bytes(token.digest), token.family_id, token.client_id, token.scope) == (
+        digest("first refresh token"),
+        "sid_1",
+        "cli_spa",
+        "openid read",
+    )
+    assert (token.issued_at, token.expires_at, token.used_at) == (NOW + 1, NOW + 1 + IDLE, None)
+
+
+async def test_exchange_never_gives_the_first_token_more_than_the_family(db: Database) -> None:
+    code, _ = await bound_code(db)
+    won = await exchange(db, code, absolute_ttl=IDLE - 10)
+    _, _, _, tokens = await written(db, code)
+    if db.dialect == "postgresql":
+        assert won is not None and [token.expires_at for token in tokens] == [NOW + 1 + IDLE - 10]
+
+
+async def test_exchange_without_the_refresh_grant_records_the_sid_and_starts_no_family(db: Database) -> None:
+    code, _ = await bound_code(db)
+    won = await exchange(db, code, refresh_digest=None)
+    used_at, family_id, families, tokens = await written(db, code)
+    assert (families, tokens) == ([], [])
+    if db.dialect == "postgresql":
+        assert won is not None and (used_at, family_id) == (NOW + 1, "sid_1")
+
+
+async def _write(db: Database, statement: Any) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(statement)
+
+
+async def _spent_before(db: Database, session_id: str, code: bytes) -> None:
+    async with db.transaction() as conn:
+        assert (await CodeStore().spend(conn, code, NOW, "sid_first")).outcome is Spend.SPENT
+
+
+async def _session_ended(db: Database, session_id: str, code: bytes) -> None:
+    async with db.transaction() as conn:
+        assert await SessionStore().end(conn, session_id, NOW, "logout")
+
+
+async def _session_idle_expired(db: Database, session_id: str, code: bytes) -> None:
+    await _write(db, update(S).where(S.c.id == session_id).values(idle_expires_at=NOW + 1))
+
+
+async def _session_absolutely_expired(db: Database, session_id: str, code: bytes) -> None:
+    await _write(db, update(S).where(S.c.id == session_id).values(expires_at=NOW + 1))
+
+
+async def _no_session(db: Database, session_id: str, code: bytes) -> None:
+    await _write(db, S.delete().where(S.c.id == session_id))
+
+
+async def _user_disabled(db: Database, session_id: str, code: bytes) -> None:
+    async with db.transaction() as conn:
+        await UserStore().set_disabled(conn, "usr_1", NOW, NOW)
+
+
+async def _no_user(db: Database, session_id: str, code: bytes) -> None:
+    await _write(db, U.delete().where(U.c.id == "usr_1"))
+
+
+# Each way a code may not be exchanged at ``now = NOW + 1``: a change to the database before the
+# exchange (given the session id and the code) and other arguments. The statement must write
+# nothing for any of them.
+Change = Callable[[Database, str, bytes], Awaitable[None]]
+REFUSED: dict[str, tuple[Change | None, dict[str, Any]]] = {
+    "spent before (a replay)": (_spent_before, {}),
+    "expired": (None, {"now": NOW + 60}),
+    "unknown": (None, {"digest": digest("never issued")}),
+    "another client": (None, {"client_id": "cli_other"}),
+    "another redirect URI": (None, {"redirect_uri": "https://app.example/other"}),
+    "a wrong verifier": (None, {"challenge": "x" * 43}),
+    "the session ended": (_session_ended, {}),
+    "the session idle-expired": (_session_idle_expired, {}),
+    "the session absolutely expired": (_session_absolutely_expired, {}),
+    "no such session": (_no_session, {}),
+    "the user disabled": (_user_disabled, {}),
+    "no such user": (_no_user, {}),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_exchange_writes_nothing_when_any_binding_fails(db: Database, case: str) -> None:
+    change, overrides = REFUSED[case]
+    code, session_id = await bound_code(db)
+    if change is not None:
+        await change(db, session_id, code)
+    before = await written(db, code)
+    assert await exchange(db, code, **overrides) is None
+    assert await written(db, code) == before  # not spent, no family, no token
+
+
+async def test_of_twenty_racing_one_statement_exchanges_at_most_one_wins(db: Database) -> None:
+    code, _ = await bound_code(db)
+    won = await asyncio.gather(
+        *(exchange(db, code, family_id=f"sid_{n}", refresh_digest=digest(f"rt {n}")) for n in range(20))
+    )
+    winners = [code for code in won if code is not None]
+    _, family_id, families, tokens = await written(db, code)
+    if db.dialect == "sqlite":
+        assert (winners, families, tokens) == ([], [], [])
+        return
+    [winner] = winners
+    assert family_id == winner.family_id
+    assert [family.id for family in families] == [winner.family_id]
+    assert [token.family_id for token in tokens] == [winner.family_id]
+
+
+async def _until_waiting_for_a_lock(db: Database, count: int) -> None:
+    """Until ``count`` sessions of this database wait for a lock (a condition, not a time: the
+    deadline only turns a hang into a failure)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        async with db.transaction() as conn:  # a new transaction each time: a fresh activity snapshot
+            if (await conn.execute(query)).scalar_one() >= count:
+                return
+        assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} exchanges waiting"
+        await asyncio.sleep(0.01)
+
+
+async def test_exchanges_that_waited_for_a_concurrent_spend_write_nothing(pg_url: str) -> None:
+    """PostgreSQL: the statement re-checks ``used_at`` on the row version it waited for. Exchanges
+    that read the code unused while another transaction was spending it, then waited for its row
+    lock, must find it spent once that transaction commits: no second spend, no family."""
+    db = Database(pg_url)
+    try:
+        code, _ = await bound_code(db)
+        async with db.transaction() as holder:
+            assert (await CodeStore().spend(holder, code, NOW, "sid_first")).outcome is Spend.SPENT
+            racers = [
+                asyncio.create_task(
+                    exchange(db, code, family_id=f"sid_{n}", refresh_digest=digest(f"rt {n}"))
+                )
+                for n in range(4)
+            ]
+            await _until_waiting_for_a_lock(db, 4)
+        assert await asyncio.gather(*racers) == [None] * 4
+        assert await written(db, code) == (NOW, "sid_first", [], [])
+    finally:
+        await db.close()
 
 
 # ---------------------------------------------------------------- consents

@@ -76,7 +76,8 @@ async def _refusal(
         return "redirect_uri differs from the authorization request's"
     if not pkce.verify(verifier, code.code_challenge):
         return "code_verifier does not match the code_challenge"
-    session = await ctx.browser_sessions.by_id(conn, code.session_id)
+    # locked until the exchange commits: a logout of this session never misses its family
+    session = await ctx.browser_sessions.by_id(conn, code.session_id, lock=True)
     if session is None or not session.live_at(now):
         return "the sign-in this code came from has ended"
     user = await ctx.users.store.by_id(conn, code.subject)

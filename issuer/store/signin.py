@@ -123,8 +123,17 @@ class SessionStore:
         )
         return result.rowcount == 1
 
-    async def by_id(self, conn: AsyncConnection, session_id: str) -> StoredSession | None:
-        return one(StoredSession, (await conn.execute(select(S).where(S.c.id == session_id))).first())
+    async def by_id(
+        self, conn: AsyncConnection, session_id: str, *, lock: bool = False
+    ) -> StoredSession | None:
+        """The session with this id. With ``lock``, its row is locked ``FOR SHARE`` until the
+        transaction ends (PostgreSQL; SQLite has one writer at a time anyway): a concurrent
+        :meth:`end` waits for the transaction, or was waited for and is seen. A code exchange
+        reads it so (see :mod:`issuer.store.signin_pg`)."""
+        query = select(S).where(S.c.id == session_id)
+        if lock:
+            query = query.with_for_update(read=True)
+        return one(StoredSession, (await conn.execute(query)).first())
 
     async def end(self, conn: AsyncConnection, session_id: str, now: int, reason: str) -> bool:
         """End one session; False when it had already ended (the first end's reason stays)."""

@@ -19,7 +19,8 @@ before. The rules are those of that path, check for check:
   path when neither applies); its PKCE challenge the S256 of the presented verifier (computed
   and syntax-checked by the caller: a well-formed verifier matches exactly when
   ``pkce.verify`` says so); its browser session not ended and neither idle- nor absolutely
-  expired (``StoredSession.live_at``); its user there and not disabled;
+  expired (``StoredSession.live_at``), read ``FOR SHARE`` (below); its user there and not
+  disabled;
 * ``spent`` spends the code by ``UPDATE ... WHERE used_at IS NULL``: under concurrent exchanges
   the row lock lets exactly one ``UPDATE`` match (the others re-check the condition on the
   winner's row version, match nothing and write nothing; their transactional path then finds
@@ -30,6 +31,16 @@ before. The rules are those of that path, check for check:
   session) and its first token (idle expiry, never past the family's), as
   :meth:`issuer.store.refresh.RefreshStore.start_family` writes them. They read ``spent``, so a
   code not spent by this statement starts nothing.
+
+The browser session's row is locked ``FOR SHARE`` until the statement commits, as the
+transactional path's read of it is (``SessionStore.by_id(..., lock=True)``), so that an exchange
+and a logout of that session (``RevocationService.end_browser_session``: the session's ``UPDATE``,
+then its families, in one transaction) never miss each other: a logout that has begun makes the
+exchange wait and then re-check the row (ended: nothing is written, and the transactional path
+refuses); an exchange that has begun makes the logout's ``UPDATE`` wait, and the logout's read of
+the families, a later statement, then finds the new family and revokes it. Without the lock an
+exchange could read the session live just before a logout and commit just after the logout read
+the families: a login left alive in a session that was logged out.
 
 A comparison of the challenge in SQL is not constant-time; what it could leak is how much of a
 stored challenge a chosen verifier's SHA-256 matches, which gives no way to a preimage.
@@ -49,14 +60,12 @@ __all__ = ["exchange"]
 # $9 absolute ttl
 _EXCHANGE = """
 WITH bound AS (
-    SELECT a.digest FROM authorization_codes AS a
+    SELECT a.digest FROM authorization_codes AS a JOIN browser_sessions AS s ON s.id = a.session_id
     WHERE a.digest = $2::bytea AND a.used_at IS NULL AND a.expires_at > $1::bigint
       AND a.client_id = $3::varchar AND a.redirect_uri = $4::text AND a.code_challenge = $5::varchar
-      AND EXISTS (
-          SELECT 1 FROM browser_sessions AS s
-          WHERE s.id = a.session_id AND s.ended_at IS NULL
-            AND s.idle_expires_at > $1::bigint AND s.expires_at > $1::bigint)
+      AND s.ended_at IS NULL AND s.idle_expires_at > $1::bigint AND s.expires_at > $1::bigint
       AND EXISTS (SELECT 1 FROM users AS u WHERE u.id = a.subject AND u.disabled_at IS NULL)
+    FOR SHARE OF s
 ), spent AS (
     UPDATE authorization_codes AS a SET used_at = $1::bigint, family_id = $6::varchar
     FROM bound

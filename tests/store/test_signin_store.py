@@ -448,6 +448,58 @@ async def test_exchanges_that_waited_for_a_concurrent_spend_write_nothing(pg_url
         await db.close()
 
 
+async def test_an_exchange_waits_for_a_logout_that_has_begun_and_then_writes_nothing(pg_url: str) -> None:
+    """PostgreSQL: the statement reads the browser session ``FOR SHARE``. A logout that has ended
+    the session but not yet committed (it reads the session's families next) makes the exchange
+    wait; once the logout commits, the exchange finds the session ended and writes nothing. Read
+    without the lock, the exchange would commit a family the logout had already looked past."""
+    db = Database(pg_url)
+    try:
+        code, session_id = await bound_code(db)
+        async with db.transaction() as logout:
+            assert await SessionStore().end(logout, session_id, NOW + 1, "logout")
+            racer = asyncio.create_task(exchange(db, code))
+            await _until_waiting_for_a_lock(db, 1)
+        assert await racer is None
+        assert await written(db, code) == (None, None, [], [])
+    finally:
+        await db.close()
+
+
+async def test_a_locked_session_read_waits_for_a_logout_that_has_begun(pg_url: str) -> None:
+    """PostgreSQL: the transactional exchange's read of the session (``by_id(lock=True)``) waits
+    for an uncommitted end of it and then sees it ended (so the exchange is refused); and while
+    that read's transaction is open, an end of the session waits for it."""
+    db = Database(pg_url)
+    try:
+        _, session_id = await bound_code(db)
+        async with db.transaction() as logout:
+            assert await SessionStore().end(logout, session_id, NOW + 1, "logout")
+
+            async def read() -> Any:
+                async with db.transaction() as conn:
+                    return await SessionStore().by_id(conn, session_id, lock=True)
+
+            reader = asyncio.create_task(read())
+            await _until_waiting_for_a_lock(db, 1)
+        seen = await reader
+        assert seen is not None and seen.ended_at == NOW + 1 and not seen.live_at(NOW + 2)
+
+        other, _ = await new_session(db)
+        async with db.transaction() as exchange_tx:
+            assert (await SessionStore().by_id(exchange_tx, other, lock=True)) is not None
+
+            async def end() -> bool:
+                async with db.transaction() as conn:
+                    return await SessionStore().end(conn, other, NOW + 2, "logout")
+
+            ender = asyncio.create_task(end())
+            await _until_waiting_for_a_lock(db, 1)
+        assert await ender
+    finally:
+        await db.close()
+
+
 # ---------------------------------------------------------------- consents
 
 

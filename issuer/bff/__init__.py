@@ -9,7 +9,9 @@ section 6.1). See docs/bff.md.
 
 - :mod:`issuer.bff.settings`: the ``BFF_*`` settings.
 - :mod:`issuer.bff.sessions`: session records, session ids and their digests, sealing.
-- :mod:`issuer.bff.store`: the session store (the database; Redis or an in-process cache in front).
+- :mod:`issuer.bff.store`: the session store (the database; Redis and an in-process cache in front).
+- :mod:`issuer.bff.invalidation`: with Redis, the pub/sub channel that keeps every instance's
+  in-process cache exact.
 - :mod:`issuer.bff.oidc`: the issuer client (metadata, code + PKCE, refresh, revocation, id_token).
 - :mod:`issuer.bff.refresh`: single-flight refresh (per process, and across instances on Redis).
 - :mod:`issuer.bff.redirects`: ``return_to``, same-origin paths only.

@@ -16,6 +16,7 @@ import httpx
 import jwt
 import redis.asyncio as aioredis
 
+from issuer.bff.invalidation import Invalidations
 from issuer.bff.metrics import BffMetrics
 from issuer.bff.oidc import IssuerClient
 from issuer.bff.refresh import Refresher
@@ -34,6 +35,7 @@ LOGIN_COOKIE = "__Host-bff-login"
 MAX_COOKIE = 128  # a session id is 43 characters; anything longer is not one of ours
 TOUCH_EVERY = 60  # seconds: the idle expiry is written at most this often per session
 PURGE_EVERY = 300  # seconds: ended sessions are deleted from the database at most this often
+SHARED_CACHE_TTL = 5.0  # seconds: with Redis, the backstop of the invalidations (issuer.bff.invalidation)
 
 
 class _NoCookies(CookiePolicy):
@@ -76,7 +78,10 @@ class BffRuntime:
         self.durable = durable = DatabaseSessions(self.database, self.sealer)
         self._purged_at = 0.0
         self.redis: aioredis.Redis | None = None
-        self.store: SessionStore = MemoryCached(durable)  # one process: the cache sees every write
+        self.invalidations: Invalidations | None = None
+        self.store: SessionStore = durable  # PostgreSQL without Redis: several instances may share it
+        if settings.database_url.startswith("sqlite:///"):
+            self.store = MemoryCached(durable)  # one process on its file: the cache sees every write
         if settings.redis_url:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
@@ -89,8 +94,10 @@ class BffRuntime:
             self.redis = redis_conn.async_client(
                 settings.redis_url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 1)
             )
-            # The store closes this client (the refresher's leases share it).
-            self.store = CachedSessions(durable, self.redis, settings.redis_prefix, settings.session_idle_ttl)
+            # The store closes this client (the refresher's leases and the invalidations share it).
+            shared = CachedSessions(durable, self.redis, settings.redis_prefix, settings.session_idle_ttl)
+            self.invalidations = Invalidations(self.redis, settings.redis_url, settings.redis_prefix)
+            self.store = MemoryCached(shared, ttl=SHARED_CACHE_TTL, invalidations=self.invalidations)
         self.denylist: Denylist | None = None
         if settings.denylist_feed:
             self.denylist = FeedDenylist(

@@ -162,16 +162,19 @@ class BffSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     database_url: Annotated[
         str,
         Meta(
-            description="The session store's durable record: `sqlite:///PATH` (embedded) or "
-            "`postgresql://USER@HOST:PORT/DB`. Its table `bff_sessions` is created when missing.",
+            description="The session store's durable record: `sqlite:///PATH` (embedded; one process, "
+            "which keeps the sessions it read in process) or `postgresql://USER@HOST:PORT/DB` (without "
+            "Redis read on every request, so that instances sharing it never answer an ended session). Its "
+            "table `bff_sessions` is created when missing.",
         ),
     ] = "sqlite:///bff.db"
     redis_url: Annotated[
         str | None,
         Meta(
-            description="Unset: no Redis (one process). Set (`redis://HOST:PORT/DB`): sessions are cached "
-            "in Redis in front of the database, and refreshes are single-flight across instances. The "
-            "forms of `ISSUER_REDIS_URL` (one server, Sentinel, Cluster).",
+            description="Unset: no Redis (one instance; see BFF_DATABASE_URL). Set (`redis://HOST:PORT/DB`): "
+            "sessions are cached in Redis in front of the database and in each instance's memory (kept exact "
+            "by invalidations over pub/sub), and refreshes are single-flight across instances. The forms of "
+            "`ISSUER_REDIS_URL` (one server, Sentinel, Cluster).",
         ),
     ] = None
     redis_prefix: Annotated[str, Meta(description="Prefix of every Redis key the BFF uses.")] = "bff:"

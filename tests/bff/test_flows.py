@@ -622,7 +622,7 @@ async def test_a_restart_with_redis_keeps_sessions(
         again.process.stop()
 
 
-async def test_two_instances_on_one_redis_share_one_refresh(
+async def test_two_instances_on_one_redis_share_one_refresh_and_a_logout(
     new_browser: Callable[..., SpaBrowser], setting: Setting, redis_prefix: str
 ) -> None:
     extra = {"BFF_REDIS_URL": support.REDIS_URL, "BFF_REDIS_PREFIX": redis_prefix}
@@ -649,6 +649,11 @@ async def test_two_instances_on_one_redis_share_one_refresh(
             first = answers[0]
         session = await a.session(browser)
         assert session is not None and _family_state(setting, session.sid) == "live"
+        # b holds the session in its in-process copy; a logout on a ends it on b's next request
+        assert browser.get(b.url + "/bff/user").status_code == 200
+        assert browser.request("POST", a.url + "/bff/logout", headers={"x-csrf": "1"}).status_code == 204
+        after = browser.http.get(b.url + "/bff/user", headers={"cookie": f"__Host-bff-session={cookie}"})
+        assert after.status_code == 401
     finally:
         a.process.stop()
         b.process.stop()

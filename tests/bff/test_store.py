@@ -2,15 +2,21 @@
 
 DESIGN.md, "The backend-for-frontend": the store keeps the SHA-256 of the cookie value, never the
 value, and the tokens only sealed (AES-GCM, bound to the session); a refresh is a compare-and-set
-on the session's version; a restart, or Redis losing its data, loses no session.
+on the session's version; a restart, or Redis losing its data, loses no session. Several
+instances (two store objects, or two runtimes, on one database) never answer from their
+in-process copy a session that another one changed or ended: with Redis the copy follows the
+invalidation channel and is bypassed while the subscription is down; PostgreSQL without Redis is
+read directly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,8 +26,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select
 
+from issuer.bff.invalidation import Invalidations
+from issuer.bff.runtime import SESSION_COOKIE, SHARED_CACHE_TTL, BffRuntime
 from issuer.bff.sessions import Sealer, Session, Tokens, digest, new_session_id
+from issuer.bff.settings import load
 from issuer.bff.store import CachedSessions, DatabaseSessions, MemoryCached, SessionStore, sessions_table
+from issuer.keys.material import b64encode
 from issuer.store.database import Database
 from tests import support
 
@@ -51,7 +61,24 @@ def _durable(url: str, key: bytes) -> DatabaseSessions:
     return DatabaseSessions(Database(url), Sealer(key))
 
 
-@pytest.fixture(params=["database", "memory", "redis"])
+def _shared(url: str, key: bytes, prefix: str, subscribe_url: str = support.REDIS_URL) -> MemoryCached:
+    """One instance's store with Redis, as :class:`issuer.bff.runtime.BffRuntime` builds it (the
+    subscription may go through another URL, e.g. a :class:`tests.support.TcpProxy`)."""
+    client = aioredis.Redis.from_url(support.REDIS_URL)
+    invalidations = Invalidations(client, subscribe_url, prefix, heartbeat=0.2)
+    cached = CachedSessions(_durable(url, key), client, prefix, IDLE)
+    return MemoryCached(cached, ttl=SHARED_CACHE_TTL, invalidations=invalidations)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for ``condition`` (an event of the test's own making), with a hang guard."""
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture(params=["database", "memory", "redis", "shared"])
 async def store(
     request: pytest.FixtureRequest, bff_database_url: str, session_key: bytes
 ) -> AsyncIterator[SessionStore]:
@@ -62,6 +89,8 @@ async def store(
     if request.param == "redis":
         prefix = request.getfixturevalue("redis_prefix")
         live = CachedSessions(durable, aioredis.Redis.from_url(support.REDIS_URL), prefix, IDLE)
+    if request.param == "shared":
+        live = _shared(bff_database_url, session_key, request.getfixturevalue("redis_prefix"))
     await live.start()
     try:
         yield live
@@ -246,3 +275,114 @@ async def test_the_memory_cache_is_bounded_and_caches_no_unknown_id(
         assert len(store._entries) == 2
     finally:
         await store.close()
+
+
+# ---------------------------------------------------------------- several instances
+
+
+async def test_a_write_on_one_instance_is_seen_by_the_others_copy(
+    bff_database_url: str, session_key: bytes, redis_prefix: str
+) -> None:
+    a = _shared(bff_database_url, session_key, redis_prefix)
+    b = _shared(bff_database_url, session_key, redis_prefix)
+    await a.start()
+    await b.start()
+    try:
+        assert b.invalidations is not None
+        heard = b.invalidations
+        await _until(lambda: heard.live, "b's subscription was not confirmed")
+        await _until(lambda: a.invalidations is not None and a.invalidations.live, "a's neither")
+        cookie = new_session_id()
+        session = _session(cookie)
+        await a.create(session)
+        assert await b.get(session.digest) == session
+        assert session.digest in b._entries  # b answers from its copy now
+
+        # a refresh on a: b's next read has the new version
+        seen = heard.received
+        newer = replace(session, tokens=structs.replace(session.tokens, access_token="eyJ.new"), version=2)
+        assert await a.replace(newer, expected_version=1)
+        await _until(lambda: heard.received > seen, "b got no invalidation for the refresh")
+        got = await b.get(session.digest)
+        assert got is not None and got.version == 2 and got.tokens.access_token == "eyJ.new"
+
+        # the idle expiry moved on by a
+        seen = heard.received
+        await a.touch(session.digest, session.last_seen_at + 100)
+        await _until(lambda: heard.received > seen, "b got no invalidation for the touch")
+        got = await b.get(session.digest)
+        assert got is not None and got.last_seen_at == session.last_seen_at + 100
+
+        # a logout (or a revocation, or an expiry: the same delete) on a: b's next read has none
+        seen = heard.received
+        await a.delete(session.digest)
+        await _until(lambda: heard.received > seen, "b got no invalidation for the delete")
+        assert await b.get(session.digest) is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_without_its_subscription_an_instance_does_not_answer_from_its_copy(
+    bff_database_url: str, session_key: bytes, redis_prefix: str
+) -> None:
+    proxy = support.TcpProxy("127.0.0.1", 6379).start()
+    a = _shared(bff_database_url, session_key, redis_prefix)
+    b = _shared(
+        bff_database_url, session_key, redis_prefix, subscribe_url=f"redis://127.0.0.1:{proxy.port}/0"
+    )
+    await a.start()
+    await b.start()
+    try:
+        assert b.invalidations is not None
+        heard = b.invalidations
+        await _until(lambda: heard.live, "b's subscription was not confirmed")
+        cookie, other = new_session_id(), new_session_id()
+        await a.create(_session(cookie))
+        assert await b.get(digest(cookie)) is not None and digest(cookie) in b._entries
+
+        proxy.stop()  # b's subscription is cut; its other Redis commands still go through
+        await _until(lambda: not heard.live, "b did not notice its subscription was cut")
+        assert not b._entries  # cleared: it may miss invalidations from now on
+        await a.delete(digest(cookie))  # published, but b does not hear it
+        assert await b.get(digest(cookie)) is None  # b read the store, not its copy
+        await a.create(_session(other))
+        assert await b.get(digest(other)) is not None
+        assert not b._entries  # and filled nothing while it could not hear
+
+        subscribed = heard.subscriptions
+        proxy.start()
+        await _until(lambda: heard.live and heard.subscriptions > subscribed, "b did not subscribe again")
+        assert await b.get(digest(other)) is not None and digest(other) in b._entries
+    finally:
+        await a.close()
+        await b.close()
+        proxy.stop()
+
+
+async def test_two_instances_on_postgresql_without_redis_see_each_others_logout(
+    empty_pg_url: str, tmp_path: Path
+) -> None:
+    env = {
+        "BFF_URL": "https://app.example",
+        "BFF_ISSUER_URL": "https://auth.example",
+        "BFF_CLIENT_ID": "cl_bff",
+        "BFF_CLIENT_SECRET": "s3cret-value",
+        "BFF_DATABASE_URL": empty_pg_url,
+        "BFF_SESSION_KEY": b64encode(secrets.token_bytes(32)),
+        "BFF_KEYS_DIR": str(tmp_path),
+    }
+    a, b = BffRuntime(load(env)), BffRuntime(load(env))
+    await a.start()
+    await b.start()
+    try:
+        cookie = new_session_id()
+        session = _session(cookie)
+        await a.store.create(session)
+        assert await b.session({SESSION_COOKIE: cookie}) == session
+        assert await b.session({SESSION_COOKIE: cookie}) == session
+        await a.store.delete(session.digest)  # a logout on a
+        assert await b.session({SESSION_COOKIE: cookie}) is None  # b: 401 on the next request
+    finally:
+        await a.close()
+        await b.close()

@@ -134,6 +134,7 @@ def test_disabled_user_gets_no_token_and_loses_every_session(deployment: Deploym
         }
     )
     again = deployment.cli("users", "disable", "alice").stdout
+    disabled_at = time.time()  # a repeated disable revokes again: its cut-off is the one to wait out
     assert "was already disabled" in again
 
     assert f"user alice ({subject}) enabled" in deployment.cli("users", "enable", "alice").stdout

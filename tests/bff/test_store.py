@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -326,11 +327,12 @@ async def test_a_write_on_one_instance_is_seen_by_the_others_copy(
 async def test_without_its_subscription_an_instance_does_not_answer_from_its_copy(
     bff_database_url: str, session_key: bytes, redis_prefix: str
 ) -> None:
-    proxy = support.TcpProxy("127.0.0.1", 6379).start()
+    target = urlsplit(support.REDIS_URL)  # the test Redis (ISSUER_TEST_REDIS_URL), behind a relay
+    proxy = support.TcpProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
+    userinfo, at, _ = target.netloc.rpartition("@")
+    relayed = target._replace(netloc=f"{userinfo}{at}127.0.0.1:{proxy.port}").geturl()
     a = _shared(bff_database_url, session_key, redis_prefix)
-    b = _shared(
-        bff_database_url, session_key, redis_prefix, subscribe_url=f"redis://127.0.0.1:{proxy.port}/0"
-    )
+    b = _shared(bff_database_url, session_key, redis_prefix, subscribe_url=relayed)
     await a.start()
     await b.start()
     try:

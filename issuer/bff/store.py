@@ -206,15 +206,42 @@ class DatabaseSessions:
         return int(result.rowcount or 0)
 
 
+# A deleted session's key holds this, for the idle lifetime, instead of disappearing: a reader that
+# read the row just before the delete (another instance, another task) then cannot put the session
+# back into Redis with its fill, nor a refresh that raced the delete with its write. Session
+# digests are never reused, so a key that holds it means "no such session" for good.
+GONE = b"\x00gone"
+
+# KEYS[1] the session's key; ARGV: value, ttl, GONE, "1" to write only where nothing is held
+_PUT = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[3] or (ARGV[4] == '1' and held) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+# KEYS[1] the session's key; ARGV[1] GONE: drop a cached copy, never a tombstone
+_DROP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
 class CachedSessions:
     """:class:`DatabaseSessions` with Redis in front (``PREFIX + "s:" + hex digest``, TTL = the
-    session's remaining life). Redis errors fall back to the database (logged, never raised)."""
+    session's remaining life). Redis errors fall back to the database (logged, never raised).
+
+    A delete leaves :data:`GONE` in the key; a fill after a database read writes only where the
+    key holds nothing, a refresh's write and a touch's drop never replace :data:`GONE` (each one
+    script, so the check and the write are one step): a logout cannot be undone by a read or a
+    refresh that raced it."""
 
     def __init__(self, durable: DatabaseSessions, redis: aioredis.Redis, prefix: str, idle_ttl: int) -> None:
         self.durable = durable
         self.redis = redis
         self.prefix = prefix
         self.idle_ttl = idle_ttl
+        self._put: Any = redis.register_script(_PUT)
+        self._drop: Any = redis.register_script(_DROP)
 
     def _key(self, session_digest: bytes) -> str:
         return f"{self.prefix}s:{session_digest.hex()}"
@@ -226,24 +253,33 @@ class CachedSessions:
         await self.durable.close()
         await self.redis.aclose()
 
-    async def _cache(self, session_digest: bytes, wire: _Wire) -> None:
+    async def _cache(self, session_digest: bytes, wire: _Wire, *, fill: bool) -> None:
+        """Put ``wire`` in Redis; ``fill`` (after a database read): only where the key holds
+        nothing. Never over :data:`GONE`."""
         ttl = min(wire.last_seen_at + self.idle_ttl, wire.expires_at) - _now()
         if ttl <= 0:
             return
+        value = msgspec.msgpack.encode(wire)
         try:
-            await self.redis.set(self._key(session_digest), msgspec.msgpack.encode(wire), ex=ttl)
+            await self._put(keys=[self._key(session_digest)], args=[value, ttl, GONE, "1" if fill else "0"])
         except RedisError as error:
             log.warning("bff session cache: redis write failed", extra={"error": type(error).__name__})
 
     async def _forget(self, session_digest: bytes) -> None:
         try:
-            await self.redis.delete(self._key(session_digest))
+            await self._drop(keys=[self._key(session_digest)], args=[GONE])
+        except RedisError as error:
+            log.warning("bff session cache: redis delete failed", extra={"error": type(error).__name__})
+
+    async def _bury(self, session_digest: bytes) -> None:
+        try:
+            await self.redis.set(self._key(session_digest), GONE, ex=max(self.idle_ttl, 1))
         except RedisError as error:
             log.warning("bff session cache: redis delete failed", extra={"error": type(error).__name__})
 
     async def create(self, session: Session) -> None:
         await self.durable.create(session)
-        await self._cache(session.digest, self.durable.wire(session))
+        await self._cache(session.digest, self.durable.wire(session), fill=False)
 
     async def get(self, session_digest: bytes) -> Session | None:
         try:
@@ -251,6 +287,8 @@ class CachedSessions:
         except RedisError as error:
             log.warning("bff session cache: redis read failed", extra={"error": type(error).__name__})
             raw = None
+        if raw is not None and _as_bytes(raw) == GONE:
+            return None
         if raw is not None:
             try:
                 wire = msgspec.msgpack.decode(_as_bytes(raw), type=_Wire)
@@ -260,14 +298,14 @@ class CachedSessions:
         stored = await self.durable.get_wire(session_digest)
         if stored is None:
             return None
-        await self._cache(session_digest, stored)
+        await self._cache(session_digest, stored, fill=True)
         return self.durable.from_wire(session_digest, stored)
 
     async def replace(self, session: Session, expected_version: int) -> bool:
         if not await self.durable.replace(session, expected_version):
             await self._forget(session.digest)  # whatever Redis holds may be stale
             return False
-        await self._cache(session.digest, self.durable.wire(session))
+        await self._cache(session.digest, self.durable.wire(session), fill=False)
         return True
 
     async def touch(self, session_digest: bytes, now: int) -> None:
@@ -276,7 +314,7 @@ class CachedSessions:
 
     async def delete(self, session_digest: bytes) -> None:
         await self.durable.delete(session_digest)
-        await self._forget(session_digest)
+        await self._bury(session_digest)
 
 
 class MemoryCached:

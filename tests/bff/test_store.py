@@ -278,6 +278,48 @@ async def test_the_memory_cache_is_bounded_and_caches_no_unknown_id(
         await store.close()
 
 
+async def test_a_read_or_a_refresh_that_raced_a_logout_cannot_put_the_session_back_into_redis(
+    bff_database_url: str, session_key: bytes, redis_prefix: str
+) -> None:
+    """Two instances on one Redis: b read the row (its fill, or a refresh's write, still to come)
+    when a deleted the session. b's late write must not bring the session back: the delete leaves
+    a tombstone that fills, refreshes and drops never replace."""
+    a = CachedSessions(
+        _durable(bff_database_url, session_key),
+        aioredis.Redis.from_url(support.REDIS_URL),
+        redis_prefix,
+        IDLE,
+    )
+    b = CachedSessions(
+        _durable(bff_database_url, session_key),
+        aioredis.Redis.from_url(support.REDIS_URL),
+        redis_prefix,
+        IDLE,
+    )
+    await a.start()
+    await b.start()
+    try:
+        for late in ("fill", "refresh", "touch"):
+            session = _session(new_session_id())
+            await a.create(session)
+            await a._forget(session.digest)  # not cached: b's read goes to the database
+            read = await b.durable.get_wire(session.digest)
+            assert read is not None  # b has read the row ...
+            await a.delete(session.digest)  # ... and a logs the session out
+            if late == "fill":  # b's get goes on: it fills Redis with what it read
+                await b._cache(session.digest, read, fill=True)
+            elif late == "refresh":  # b's refresh had stored new tokens before the delete
+                await b._cache(session.digest, b.durable.wire(replace(session, version=2)), fill=False)
+            else:  # b's touch drops the cached copy
+                await b._forget(session.digest)
+                await b._cache(session.digest, read, fill=True)
+            assert await a.get(session.digest) is None, late
+            assert await b.get(session.digest) is None, late
+    finally:
+        await a.close()
+        await b.close()
+
+
 # ---------------------------------------------------------------- several instances
 
 

@@ -30,6 +30,7 @@ grant; the family remembers the browser session, so logging out of it ends the f
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -86,71 +87,66 @@ async def _refusal(
     return None
 
 
-async def _exchange_at_once(
-    ctx: GrantContext,
-    client: ClientRecord,
-    code_digest: bytes,
-    redirect_uri: str | None,
-    verifier: str,
-    family_id: str,
-    refresh: str | None,
-    now: int,
-) -> StoredCode | None:
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """One exchange request past its syntax checks, with what it issues if it succeeds."""
+
+    client: ClientRecord
+    code_digest: bytes
+    redirect_uri: str | None  # as presented (None: left out)
+    verifier: str  # well-formed (RFC 7636 4.1)
+    family_id: str  # the login's id: the refresh family, and the access token's sid
+    refresh: str | None  # the first refresh token, for clients with the refresh grant
+    now: int
+
+
+async def _exchange_at_once(ctx: GrantContext, x: _Exchange) -> StoredCode | None:
     """The exchange of a code whose every binding holds, committed by one statement where the
     store can (:meth:`issuer.store.signin.CodeStore.exchange`: PostgreSQL); None when it wrote
     nothing and :func:`_spend_and_check` must decide."""
     # The URI the code must hold (_redirect_matches): the presented one, or when it was left out
     # the one registered URI; with several registered and none presented, no code matches.
-    expected = redirect_uri
-    if expected is None and len(client.redirect_uris) == 1:
-        expected = client.redirect_uris[0]
+    expected = x.redirect_uri
+    if expected is None and len(x.client.redirect_uris) == 1:
+        expected = x.client.redirect_uris[0]
     if expected is None:
         return None
     return await ctx.codes.exchange(
         ctx.db,
-        digest=code_digest,
-        client_id=client.client_id,
+        digest=x.code_digest,
+        client_id=x.client.client_id,
         redirect_uri=expected,
-        challenge=pkce.s256(verifier),  # the verifier is well-formed (checked by the caller)
-        family_id=family_id,
-        refresh_digest=None if refresh is None else ctx.refresh_tokens.digest(refresh),
-        now=now,
+        challenge=pkce.s256(x.verifier),  # the verifier is well-formed (checked by the caller)
+        family_id=x.family_id,
+        refresh_digest=None if x.refresh is None else ctx.refresh_tokens.digest(x.refresh),
+        now=x.now,
         idle_ttl=ctx.settings.refresh_idle_ttl,
         absolute_ttl=ctx.settings.refresh_absolute_ttl,
     )
 
 
-async def _spend_and_check(
-    ctx: GrantContext,
-    client: ClientRecord,
-    code_digest: bytes,
-    redirect_uri: str | None,
-    verifier: str,
-    family_id: str,
-    refresh: str | None,
-    now: int,
-) -> StoredCode:
+async def _spend_and_check(ctx: GrantContext, x: _Exchange) -> StoredCode:
     """The transactional exchange: spend the code, check its bindings and start the login in one
     transaction; every refusal is ``invalid_grant`` raised after the spend is committed."""
     refusal: str | None = None
     async with ctx.db.transaction() as conn:
         # The spend records what this use issues (the family, or without the refresh grant the
         # access token's sid) for a replay to revoke; a refused use issues nothing under it.
-        spent = await ctx.codes.spend(conn, code_digest, now, family_id)
+        spent = await ctx.codes.spend(conn, x.code_digest, x.now, x.family_id)
         code = spent.code
         if spent.outcome is Spend.SPENT:
             assert code is not None
-            refusal = await _refusal(ctx, conn, code, client, redirect_uri, verifier, now)
+            refusal = await _refusal(ctx, conn, code, x.client, x.redirect_uri, x.verifier, x.now)
             if refusal is None:
-                if refresh is not None:
+                if x.refresh is not None:
                     await ctx.refresh_store.start_family(
                         conn,
-                        family_id=family_id,
-                        client_id=client.client_id,
+                        family_id=x.family_id,
+                        client_id=x.client.client_id,
                         subject=code.subject,
                         scope=code.scope,
-                        digest=ctx.refresh_tokens.digest(refresh),
-                        now=now,
+                        digest=ctx.refresh_tokens.digest(x.refresh),
+                        now=x.now,
                         idle_ttl=ctx.settings.refresh_idle_ttl,
                         absolute_ttl=ctx.settings.refresh_absolute_ttl,
                         browser_session_id=code.session_id,
@@ -187,11 +183,8 @@ async def handle(ctx: GrantContext, request: TokenRequest) -> TokenResponse:
     code_digest = digest(presented)
     family_id = FAMILY_ID_PREFIX + secrets.token_urlsafe(16)
     refresh = ctx.refresh_tokens.new() if "refresh_token" in client.grant_types else None
-    code = await _exchange_at_once(ctx, client, code_digest, redirect_uri, verifier, family_id, refresh, now)
-    if code is None:
-        code = await _spend_and_check(
-            ctx, client, code_digest, redirect_uri, verifier, family_id, refresh, now
-        )
+    exchange = _Exchange(client, code_digest, redirect_uri, verifier, family_id, refresh, now)
+    code = await _exchange_at_once(ctx, exchange) or await _spend_and_check(ctx, exchange)
     for check in ctx.session_checks:  # the denylist: a log-out-everywhere or a revoked client
         await check(family_id, code.subject, client.client_id, now)
 

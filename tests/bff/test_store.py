@@ -12,11 +12,13 @@ read directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -69,6 +71,16 @@ def _shared(url: str, key: bytes, prefix: str, subscribe_url: str = support.REDI
     invalidations = Invalidations(client, subscribe_url, prefix, heartbeat=0.2)
     cached = CachedSessions(_durable(url, key), client, prefix, IDLE)
     return MemoryCached(cached, ttl=SHARED_CACHE_TTL, invalidations=invalidations)
+
+
+@contextlib.asynccontextmanager
+async def _started(*stores: Any) -> AsyncIterator[None]:
+    """Start each store (or runtime); close them all afterwards, also when a start failed."""
+    async with contextlib.AsyncExitStack() as stack:
+        for store in stores:
+            await store.start()
+            stack.push_async_callback(store.close)
+        yield
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -296,9 +308,7 @@ async def test_a_read_or_a_refresh_that_raced_a_logout_cannot_put_the_session_ba
         redis_prefix,
         IDLE,
     )
-    await a.start()
-    await b.start()
-    try:
+    async with _started(a, b):
         for late in ("fill", "refresh", "touch"):
             session = _session(new_session_id())
             await a.create(session)
@@ -315,9 +325,6 @@ async def test_a_read_or_a_refresh_that_raced_a_logout_cannot_put_the_session_ba
                 await b._cache(session.digest, read, fill=True)
             assert await a.get(session.digest) is None, late
             assert await b.get(session.digest) is None, late
-    finally:
-        await a.close()
-        await b.close()
 
 
 # ---------------------------------------------------------------- several instances
@@ -328,9 +335,7 @@ async def test_a_write_on_one_instance_is_seen_by_the_others_copy(
 ) -> None:
     a = _shared(bff_database_url, session_key, redis_prefix)
     b = _shared(bff_database_url, session_key, redis_prefix)
-    await a.start()
-    await b.start()
-    try:
+    async with _started(a, b):
         assert b.invalidations is not None
         heard = b.invalidations
         await _until(lambda: heard.live, "b's subscription was not confirmed")
@@ -361,9 +366,6 @@ async def test_a_write_on_one_instance_is_seen_by_the_others_copy(
         await a.delete(session.digest)
         await _until(lambda: heard.received > seen, "b got no invalidation for the delete")
         assert await b.get(session.digest) is None
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_without_its_subscription_an_instance_does_not_answer_from_its_copy(
@@ -375,9 +377,7 @@ async def test_without_its_subscription_an_instance_does_not_answer_from_its_cop
     relayed = target._replace(netloc=f"{userinfo}{at}127.0.0.1:{proxy.port}").geturl()
     a = _shared(bff_database_url, session_key, redis_prefix)
     b = _shared(bff_database_url, session_key, redis_prefix, subscribe_url=relayed)
-    await a.start()
-    await b.start()
-    try:
+    async with _started(a, b):
         assert b.invalidations is not None
         heard = b.invalidations
         await _until(lambda: heard.live, "b's subscription was not confirmed")
@@ -398,9 +398,6 @@ async def test_without_its_subscription_an_instance_does_not_answer_from_its_cop
         proxy.start()
         await _until(lambda: heard.live and heard.subscriptions > subscribed, "b did not subscribe again")
         assert await b.get(digest(other)) is not None and digest(other) in b._entries
-    finally:
-        await a.close()
-        await b.close()
         proxy.stop()
 
 
@@ -417,9 +414,7 @@ async def test_two_instances_on_postgresql_without_redis_see_each_others_logout(
         "BFF_KEYS_DIR": str(tmp_path),
     }
     a, b = BffRuntime(load(env)), BffRuntime(load(env))
-    await a.start()
-    await b.start()
-    try:
+    async with _started(a, b):
         cookie = new_session_id()
         session = _session(cookie)
         await a.store.create(session)
@@ -427,6 +422,3 @@ async def test_two_instances_on_postgresql_without_redis_see_each_others_logout(
         assert await b.session({SESSION_COOKIE: cookie}) == session
         await a.store.delete(session.digest)  # a logout on a
         assert await b.session({SESSION_COOKIE: cookie}) is None  # b: 401 on the next request
-    finally:
-        await a.close()
-        await b.close()

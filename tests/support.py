@@ -54,6 +54,7 @@ __all__ = [
     "run_cli",
     "run_cli_here",
     "run_rotate_keys_here",
+    "until_waiting_for_a_lock",
 ]
 
 PG_ADMIN_URL = os.environ.get("ISSUER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -320,6 +321,25 @@ def run_rotate_keys_here(
     return subprocess.CompletedProcess(
         [ROTATE_KEYS, *args], code, out.getvalue().decode(), err.getvalue().decode()
     )
+
+
+async def until_waiting_for_a_lock(db: Any, count: int) -> None:
+    """Until ``count`` sessions of ``db``'s PostgreSQL database (an
+    :class:`issuer.store.database.Database`) wait for a lock (a condition, not a time: the
+    deadline only turns a hang into a failure)."""
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        async with db.transaction() as conn:  # a new transaction each time: a fresh activity snapshot
+            if (await conn.execute(query)).scalar_one() >= count:
+                return
+        assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} sessions wait for a lock"
+        await asyncio.sleep(0.01)
 
 
 class TcpProxy:

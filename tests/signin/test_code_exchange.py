@@ -19,6 +19,7 @@ import pytest
 from issuer.runtime import Runtime
 from issuer.signin.pkce import s256
 from issuer.store import signin_pg
+from tests import support
 from tests.signin.browser import (
     PASSWORD,
     REDIRECT,
@@ -289,6 +290,34 @@ async def test_ended_browser_session_refuses_the_exchange(signin_runtime: Runtim
         await signin_runtime.revocation.end_browser_session(sessions[0].id, reason="logout", actor="test")
         answer = await _exchange(http, client_id, code, verifier)
     assert _error(answer) == "invalid_grant"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql", "postgresql-transactional"], indirect=True)
+async def test_an_exchange_during_a_logout_of_its_session_waits_for_it_and_is_refused(
+    signin_runtime: Runtime,
+) -> None:
+    """A logout has ended the browser session but not committed yet (it reads the session's
+    families next): the exchange, on either path, waits for the session's row lock and is
+    refused once the logout commits, and no login is left in the logged-out session. Read
+    without the lock, the exchange would start a family the logout had already looked past."""
+    await signin_runtime.users.create("alice", PASSWORD)
+    client_id = await new_client(signin_runtime)
+    async with app_client(signin_runtime) as http:
+        code, verifier = await _code(Browser(http), client_id)
+        async with signin_runtime.db.transaction() as conn:
+            row = await signin_runtime.users.store.by_username(conn, "alice")
+            assert row is not None
+            [session] = await signin_runtime.browser_sessions.sessions(conn, row.id)
+        async with signin_runtime.db.transaction() as logout:
+            now = int(signin_runtime.clock())
+            assert await signin_runtime.browser_sessions.end(logout, session.id, now, "logout")
+            exchanging = asyncio.create_task(_exchange(http, client_id, code, verifier))
+            await support.until_waiting_for_a_lock(signin_runtime.db, 1)
+        answer = await exchanging
+    assert _error(answer) == "invalid_grant"
+    async with signin_runtime.db.transaction() as conn:
+        live = await signin_runtime.refresh_store.families(conn, browser_session_id=session.id, live_at=now)
+    assert live == []
 
 
 async def test_disabled_user_refuses_the_exchange(signin_runtime: Runtime) -> None:

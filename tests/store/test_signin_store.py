@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from issuer.store.database import Database
 from issuer.store.signin import CodeStore, ConsentStore, SessionStore, Spend, StoredCode
 from issuer.store.tables import AuthorizationCode, BrowserSession, RefreshFamily, RefreshToken, User
 from issuer.store.users import UserStore
+from tests import support
 
 NOW = 1_900_000_000
 IDLE = 3600
@@ -410,22 +411,6 @@ async def test_of_twenty_racing_one_statement_exchanges_at_most_one_wins(db: Dat
     assert [token.family_id for token in tokens] == [winner.family_id]
 
 
-async def _until_waiting_for_a_lock(db: Database, count: int) -> None:
-    """Until ``count`` sessions of this database wait for a lock (a condition, not a time: the
-    deadline only turns a hang into a failure)."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        async with db.transaction() as conn:  # a new transaction each time: a fresh activity snapshot
-            if (await conn.execute(query)).scalar_one() >= count:
-                return
-        assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} exchanges waiting"
-        await asyncio.sleep(0.01)
-
-
 async def test_exchanges_that_waited_for_a_concurrent_spend_write_nothing(pg_url: str) -> None:
     """PostgreSQL: the statement re-checks ``used_at`` on the row version it waited for. Exchanges
     that read the code unused while another transaction was spending it, then waited for its row
@@ -441,7 +426,7 @@ async def test_exchanges_that_waited_for_a_concurrent_spend_write_nothing(pg_url
                 )
                 for n in range(4)
             ]
-            await _until_waiting_for_a_lock(db, 4)
+            await support.until_waiting_for_a_lock(db, 4)
         assert await asyncio.gather(*racers) == [None] * 4
         assert await written(db, code) == (NOW, "sid_first", [], [])
     finally:
@@ -459,7 +444,7 @@ async def test_an_exchange_waits_for_a_logout_that_has_begun_and_then_writes_not
         async with db.transaction() as logout:
             assert await SessionStore().end(logout, session_id, NOW + 1, "logout")
             racer = asyncio.create_task(exchange(db, code))
-            await _until_waiting_for_a_lock(db, 1)
+            await support.until_waiting_for_a_lock(db, 1)
         assert await racer is None
         assert await written(db, code) == (None, None, [], [])
     finally:
@@ -481,7 +466,7 @@ async def test_a_locked_session_read_waits_for_a_logout_that_has_begun(pg_url: s
                     return await SessionStore().by_id(conn, session_id, lock=True)
 
             reader = asyncio.create_task(read())
-            await _until_waiting_for_a_lock(db, 1)
+            await support.until_waiting_for_a_lock(db, 1)
         seen = await reader
         assert seen is not None and seen.ended_at == NOW + 1 and not seen.live_at(NOW + 2)
 
@@ -494,7 +479,7 @@ async def test_a_locked_session_read_waits_for_a_logout_that_has_begun(pg_url: s
                     return await SessionStore().end(conn, other, NOW + 2, "logout")
 
             ender = asyncio.create_task(end())
-            await _until_waiting_for_a_lock(db, 1)
+            await support.until_waiting_for_a_lock(db, 1)
         assert await ender
     finally:
         await db.close()

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 from issuer.errors import IssuerError
 from issuer.http.authorize import authorize, consent_form, consent_post, login_form, login_post
 from issuer.http.cors import cors_headers
+from issuer.http.direct import DIRECT, IssuerApp
 from issuer.http.health import healthz, readyz
 from issuer.http.logout import logout
 from issuer.http.observe import metrics, observe
@@ -34,7 +35,11 @@ from issuer.settings import Settings, load
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, direct: bool = True
+) -> Litestar:
+    """The app; ``direct=False`` routes every request through Litestar's router, also the ones
+    :mod:`issuer.http.direct` answers in front of it (what its tests compare the direct routes to)."""
     settings = settings or (runtime.settings if runtime else load())
 
     @asynccontextmanager
@@ -48,7 +53,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         finally:
             await live.close()
 
-    return Litestar(
+    # POST /token and GET /.well-known/jwks.json are answered in front of the router (issuer.http.direct)
+    return IssuerApp(
+        direct=DIRECT if direct else {},
         route_handlers=[
             token,
             jwks,

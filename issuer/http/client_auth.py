@@ -5,8 +5,6 @@ strictly (:mod:`issuer.http.edge`) before any lookup."""
 
 from __future__ import annotations
 
-from litestar import Request
-
 from issuer.clients import ClientDirectory, ClientRecord
 from issuer.errors import InvalidClient, InvalidRequest
 from issuer.http.edge import check_client_id, parse_basic
@@ -21,12 +19,13 @@ TOKEN_AUTH_METHODS = (*AUTH_METHODS, "none")
 
 async def authenticate_client(
     clients: ClientDirectory,
-    request: Request,  # type: ignore[type-arg]
+    header: str | None,
     form: dict[str, str],
     *,
     allow_public: bool = True,
 ) -> ClientRecord:
-    header = request.headers.get("authorization")
+    """The client of a request whose (first) ``Authorization`` header is ``header``; pops
+    ``client_id`` and ``client_secret`` from ``form``."""
     body_id = form.pop("client_id", None)
     body_secret = form.pop("client_secret", None)
     if header is not None and header[:6].lower() == "basic ":

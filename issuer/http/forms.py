@@ -16,13 +16,14 @@ from litestar import Request
 from issuer.errors import InvalidRequest, UnsupportedMediaType
 from issuer.http.edge import check_form_text
 
-__all__ = ["parse_form", "read_form"]
+__all__ = ["FORM", "check_content_type", "parse_form", "read_form"]
 
 FORM = "application/x-www-form-urlencoded"
 MAX_FIELDS = 32
 
 
-def _check_content_type(value: str | None) -> None:
+def check_content_type(value: str | None) -> None:
+    """415 unless ``value`` is the form media type, with UTF-8 as its charset if it names one."""
     if value is None:
         raise UnsupportedMediaType()
     media, _, params = value.partition(";")
@@ -36,13 +37,13 @@ def _check_content_type(value: str | None) -> None:
 
 async def read_form(request: Request) -> dict[str, str]:  # type: ignore[type-arg]
     content_type = request.headers.get("content-type")
-    _check_content_type(content_type)  # before the body is read
+    check_content_type(content_type)  # before the body is read
     return parse_form(content_type, await request.body())
 
 
 def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
     """The parameters of a form body, or :class:`InvalidRequest` (415, 400) saying why not."""
-    _check_content_type(content_type)
+    check_content_type(content_type)
     try:
         text = body.decode("ascii")  # a urlencoded body is ASCII; anything else is percent-encoded
         pairs = parse_qsl(

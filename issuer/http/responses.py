@@ -25,8 +25,12 @@ __all__ = [
     "NO_STORE",
     "bearer_challenge",
     "common_headers",
+    "encode_json",
+    "error_parts",
     "error_response",
+    "http_error_parts",
     "http_exception_response",
+    "internal_error_parts",
     "internal_error_response",
     "json_response",
 ]
@@ -34,7 +38,7 @@ __all__ = [
 log = logging.getLogger("issuer.http")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_encode = msgspec.json.Encoder().encode
+_encode = encode_json = msgspec.json.Encoder().encode
 
 #: On every response of the app: no browser may guess a content type other than the one sent
 #: (a JSON error echoing input must never be sniffed into HTML or script).
@@ -55,6 +59,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Response[bytes]:
+    status, headers, body = error_parts(error, request.url.path, getattr(request.app.state, "retry_after", 5))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def error_parts(error: IssuerError, path: str, retry_after: int) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and JSON body of ``error`` (RFC 6749 5.2, RFC 6750 3), logged once here:
+    what :func:`error_response` answers, and the direct routes (:mod:`issuer.http.direct`) too."""
     headers = dict(NO_STORE)
     if isinstance(error, InvalidClient) and error.basic:
         headers["WWW-Authenticate"] = 'Basic realm="issuer", charset="UTF-8"'
@@ -62,19 +73,16 @@ def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Respo
         headers["WWW-Authenticate"] = bearer_challenge(error)
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(error.retry_after)
-        log.info("load shed", extra={"detail": error.detail, "path": request.url.path})
+        log.info("load shed", extra={"detail": error.detail, "path": path})
     elif isinstance(error, TemporarilyUnavailable):
-        retry_after = getattr(request.app.state, "retry_after", 5)
         headers["Retry-After"] = str(retry_after)
-        log.warning("backing service unavailable", extra={"detail": error.detail, "path": request.url.path})
+        log.warning("backing service unavailable", extra={"detail": error.detail, "path": path})
     elif isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
-        log.info("rate limited", extra={"detail": error.detail, "path": request.url.path})
+        log.info("rate limited", extra={"detail": error.detail, "path": path})
     elif error.detail:
-        log.info(
-            "request refused", extra={"code": error.code, "detail": error.detail, "path": request.url.path}
-        )
-    return json_response({"error": error.code, "error_description": error.description}, error.status, headers)
+        log.info("request refused", extra={"code": error.code, "detail": error.detail, "path": path})
+    return error.status, headers, _encode({"error": error.code, "error_description": error.description})
 
 
 def bearer_challenge(error: BearerError) -> str:
@@ -95,16 +103,27 @@ _HTTP_CODES = {413: "invalid_request", 415: "invalid_request", 405: "invalid_req
 
 def http_exception_response(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
     """Litestar's own refusals (404, 405, 413, ...) in the same JSON shape, never a stack trace."""
-    status = error.status_code
+    status, headers, body = http_error_parts(error.status_code, error.headers)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def http_error_parts(status: int, extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """An HTTP-level refusal (404, 405, 413, ...) in the error JSON shape."""
     code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
     description = {413: "request body too large", 405: "method not allowed", 404: "not found"}.get(
         status, "invalid request" if status < 500 else "internal error"
     )
     headers = dict(NO_STORE)
-    headers.update(error.headers or {})
-    return json_response({"error": code, "error_description": description}, status, headers)
+    headers.update(extra or {})
+    return status, headers, _encode({"error": code, "error_description": description})
 
 
 def internal_error_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
-    log.error("unhandled error", exc_info=error, extra={"path": request.url.path})
-    return json_response({"error": "server_error", "error_description": "internal error"}, 500)
+    status, headers, body = internal_error_parts(error, request.url.path)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def internal_error_parts(error: Exception, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A bug: logged with its traceback, answered as a bare 500 ``server_error``."""
+    log.error("unhandled error", exc_info=error, extra={"path": path})
+    return 500, dict(NO_STORE), _encode({"error": "server_error", "error_description": "internal error"})

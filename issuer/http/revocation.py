@@ -44,7 +44,9 @@ def _address(request: Request[Any, Any, Any]) -> str | None:
 async def _introspector(
     runtime: Runtime, request: Request[Any, Any, Any], form: dict[str, str]
 ) -> ClientRecord:
-    client = await authenticate_client(runtime.clients, request, form, allow_public=False)
+    client = await authenticate_client(
+        runtime.clients, request.headers.get("authorization"), form, allow_public=False
+    )
     if not client.can_introspect:
         raise NotPermitted(
             "this client is not registered with --can-introspect", detail="introspection refused"
@@ -66,7 +68,7 @@ async def revoke(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7009 2.1: any authenticated client, for its own tokens; 200 whatever the token was."""
     runtime: Runtime = request.app.state.runtime
     form = await read_form(request)
-    client = await authenticate_client(runtime.clients, request, form)
+    client = await authenticate_client(runtime.clients, request.headers.get("authorization"), form)
     token = form.get("token")
     if token is None:
         raise InvalidRequest("missing parameter: token")

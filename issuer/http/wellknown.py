@@ -20,6 +20,7 @@ from issuer.runtime import Runtime
 __all__ = [
     "CLAIMS_SUPPORTED",
     "jwks",
+    "jwks_answer",
     "metadata",
     "metadata_document",
     "openid_configuration",
@@ -35,12 +36,20 @@ __all__ = [
 )
 async def jwks(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7517 JWK Set: the published keys (next, active, retired), public members only."""
-    runtime: Runtime = request.app.state.runtime
+    status, headers, body = jwks_answer(request.app.state.runtime, request.headers.get("if-none-match"))
+    if body is None:
+        return Response(b"", status_code=status, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def jwks_answer(runtime: Runtime, if_none_match: str | None) -> tuple[int, dict[str, str], bytes | None]:
+    """The JWKS answer's status, headers and body (None: a 304, no body): the published keys with
+    their ETag, cacheable for ``runtime.jwks_max_age`` seconds."""
     ring = runtime.keyring
     headers = {"Cache-Control": f"public, max-age={runtime.jwks_max_age}", "ETag": ring.jwks_etag}
-    if _matches(request.headers.get("if-none-match"), ring.jwks_etag):
-        return Response(b"", status_code=304, headers=headers)
-    return Response(ring.jwks_body, media_type="application/json", headers=headers)
+    if _matches(if_none_match, ring.jwks_etag):
+        return 304, headers, None
+    return 200, headers, ring.jwks_body
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -1,0 +1,183 @@
+"""The hot routes answered below Litestar's routing: ``POST /token`` and ``GET
+/.well-known/jwks.json``, exactly these paths and methods (issue 12).
+
+Litestar's route resolution, its connection and signature objects and its response path cost
+about 80 us of CPU per request on this stack (``bench/README.md``, "Issue 12"): as much as an
+ES256 signature, and more than everything a JWKS answer needs. :class:`IssuerApp` is the Litestar
+app with one dictionary lookup in front: a request for one of :data:`DIRECT` paths with its method
+goes to a plain ASGI callable; everything else, these paths' other methods (``OPTIONS``, the
+405s), ``/token/`` and the lifespan included, is Litestar's as before.
+
+A direct route answers exactly as its Litestar handler would, byte for byte but for what no client
+can tell apart (``tests/http/test_direct.py`` compares both on every kind of answer):
+
+* the same code behind it: :func:`issuer.http.token.issue` and
+  :func:`issuer.http.wellknown.jwks_answer`, also called by the Litestar handlers;
+* the same edge: :func:`issuer.http.observe.observe` (request id, metrics, access line) around
+  it, and the app's ``before_send`` hooks (``X-Content-Type-Options``, CORS) on its response;
+* the same refusals: the body limit (``ISSUER_MAX_BODY_BYTES``, 413 before reading when the
+  ``Content-Length`` says so, else once the bytes exceed it), 415 before the body is read, every
+  :class:`~issuer.errors.IssuerError` through :func:`~issuer.http.responses.error_parts`, and an
+  unexpected exception logged with its traceback and answered 500 ``server_error``;
+* the same framing: Litestar's header names, order and ``Content-Length``.
+
+A client that disconnects before its body is complete gets no answer (it cannot read one); it is
+counted as a 500, as before, without the traceback Litestar logged for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from litestar import Litestar
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from issuer.errors import IssuerError
+from issuer.http.forms import check_content_type, parse_form
+from issuer.http.observe import observe
+from issuer.http.responses import encode_json, error_parts, http_error_parts, internal_error_parts
+from issuer.http.token import issue
+from issuer.http.wellknown import jwks_answer
+from issuer.runtime import Runtime
+
+__all__ = ["DIRECT", "IssuerApp"]
+
+log = logging.getLogger("issuer.http")
+
+_JSON = (b"content-type", b"application/json")
+_NO_STORE = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
+class _TooLarge(Exception):
+    """The request body exceeds ``ISSUER_MAX_BODY_BYTES``."""
+
+
+def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    # Litestar's encoding of a Response's headers: names lower-cased, values latin-1
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None) -> None:
+    """One response; ``body`` None for a 304 (no content headers, as Litestar sends it)."""
+    if body is not None:
+        headers = [*headers, _JSON, (b"content-length", str(len(body)).encode("ascii"))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body or b"", "more_body": False})
+
+
+async def _body(receive: Receive, announced: int | None, limit: int) -> bytes:
+    """The whole request body, or :class:`_TooLarge` / :class:`_Disconnected` (Litestar's
+    ``Request.body`` with ``request_max_body_size``: the announced length first, then the bytes)."""
+    if announced is not None and announced > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                received += len(chunk)
+                if received > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise _Disconnected
+
+
+async def token(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /token``: :func:`issuer.http.token.issue` on the form."""
+    runtime: Runtime = scope["app"].state.runtime
+    content_type = authorization = length = None
+    for name, value in scope["headers"]:  # the first of each, as Litestar's Headers.get
+        if name == b"content-type":
+            content_type = content_type or value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = authorization or value.decode("latin-1")
+        elif name == b"content-length":
+            length = length or value
+    client = scope.get("client")
+    try:
+        try:
+            check_content_type(content_type)  # before the body is read
+            announced = int(length) if length and length.isdigit() else None  # httptools checked its syntax
+            body = await _body(receive, announced, runtime.settings.max_body_bytes)
+            form = parse_form(content_type, body)
+            result = await issue(runtime, form, authorization, client[0] if client else None)
+        except IssuerError as error:
+            status, headers, payload = error_parts(error, scope["path"], runtime.settings.retry_after)
+            await _answer(send, status, _raw_headers(headers), payload)
+            return
+        except _TooLarge:
+            status, headers, payload = http_error_parts(413)
+            await _answer(send, status, _raw_headers(headers), payload)
+            return
+        await _answer(send, 200, list(_NO_STORE), encode_json(result))
+    except _Disconnected:
+        return
+    except Exception as error:  # a bug: never a stack trace to the client
+        status, headers, payload = internal_error_parts(error, scope["path"])
+        await _answer(send, status, _raw_headers(headers), payload)
+
+
+async def jwks(scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /.well-known/jwks.json``: :func:`issuer.http.wellknown.jwks_answer`."""
+    runtime: Runtime = scope["app"].state.runtime
+    if_none_match = None
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":
+            if_none_match = value.decode("latin-1")
+            break
+    try:
+        status, headers, body = jwks_answer(runtime, if_none_match)
+    except Exception as error:
+        status, raw, payload = internal_error_parts(error, scope["path"])
+        await _answer(send, status, _raw_headers(raw), payload)
+        return
+    await _answer(send, status, _raw_headers(headers), body)
+
+
+#: (path, method) → the route; the path as the ASGI server decoded it, matched exactly.
+DIRECT: dict[tuple[str, str], ASGIApp] = {
+    ("/token", "POST"): token,
+    ("/.well-known/jwks.json", "GET"): jwks,
+}
+
+Hook = Callable[[Message, Scope], Awaitable[None]]
+
+
+class IssuerApp(Litestar):
+    """Litestar with :data:`DIRECT` answered in front of its router (see the module docstring)."""
+
+    def __init__(self, *args: Any, direct: Mapping[tuple[str, str], ASGIApp] = DIRECT, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct = {key: observe(route) for key, route in direct.items()}
+        self._hooks: list[Hook] = list(self.before_send)  # type: ignore[arg-type]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            route = self._direct.get((scope["path"], scope["method"]))
+            if route is not None:
+                scope["app"] = scope["litestar_app"] = self  # as Litestar sets them
+                scope.setdefault("state", {})
+                await route(scope, receive, self._hooked(scope, send))
+                return
+        await super().__call__(scope, receive, send)
+
+    def _hooked(self, scope: Scope, send: Send) -> Send:
+        hooks = self._hooks
+
+        async def send_hooked(message: Message) -> None:
+            for hook in hooks:
+                await hook(message, scope)
+            await send(message)
+
+        return send_hooked

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import httpx
 import jwt
@@ -72,6 +73,14 @@ async def _exchange(
 
 async def _introspects_active(runtime: Runtime, token: str) -> bool:
     return bool((await runtime.revocation.introspect(token))["active"])
+
+
+async def _sessions_of(runtime: Runtime, username: str) -> list[Any]:
+    """The browser sessions of ``username`` (signed in through the login page)."""
+    async with runtime.db.transaction() as conn:
+        row = await runtime.users.store.by_username(conn, username)
+        assert row is not None
+        return list(await runtime.browser_sessions.sessions(conn, row.id))
 
 
 def _error(response: httpx.Response, status: int = 400) -> str:
@@ -283,10 +292,7 @@ async def test_ended_browser_session_refuses_the_exchange(signin_runtime: Runtim
     client_id = await new_client(signin_runtime)
     async with app_client(signin_runtime) as http:
         code, verifier = await _code(Browser(http), client_id)
-        async with signin_runtime.db.transaction() as conn:
-            row = await signin_runtime.users.store.by_username(conn, "alice")
-            assert row is not None
-            sessions = await signin_runtime.browser_sessions.sessions(conn, row.id)
+        sessions = await _sessions_of(signin_runtime, "alice")
         await signin_runtime.revocation.end_browser_session(sessions[0].id, reason="logout", actor="test")
         answer = await _exchange(http, client_id, code, verifier)
     assert _error(answer) == "invalid_grant"
@@ -304,10 +310,7 @@ async def test_an_exchange_during_a_logout_of_its_session_waits_for_it_and_is_re
     client_id = await new_client(signin_runtime)
     async with app_client(signin_runtime) as http:
         code, verifier = await _code(Browser(http), client_id)
-        async with signin_runtime.db.transaction() as conn:
-            row = await signin_runtime.users.store.by_username(conn, "alice")
-            assert row is not None
-            [session] = await signin_runtime.browser_sessions.sessions(conn, row.id)
+        [session] = await _sessions_of(signin_runtime, "alice")
         async with signin_runtime.db.transaction() as logout:
             now = int(signin_runtime.clock())
             assert await signin_runtime.browser_sessions.end(logout, session.id, now, "logout")

@@ -27,7 +27,6 @@ counted as a 500, as before, without the traceback Litestar logged for it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,17 +36,14 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from issuer.errors import IssuerError
 from issuer.http.forms import check_content_type, parse_form
 from issuer.http.observe import observe
-from issuer.http.responses import encode_json, error_parts, http_error_parts, internal_error_parts
+from issuer.http.responses import NO_STORE, encode_json, error_parts, http_error_parts, internal_error_parts
 from issuer.http.token import issue
 from issuer.http.wellknown import jwks_answer
 from issuer.runtime import Runtime
 
 __all__ = ["DIRECT", "IssuerApp"]
 
-log = logging.getLogger("issuer.http")
-
 _JSON = (b"content-type", b"application/json")
-_NO_STORE = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
 
 
 class _Disconnected(Exception):
@@ -58,13 +54,14 @@ class _TooLarge(Exception):
     """The request body exceeds ``ISSUER_MAX_BODY_BYTES``."""
 
 
-def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    # Litestar's encoding of a Response's headers: names lower-cased, values latin-1
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+Parts = tuple[int, Mapping[str, str], bytes | None]  # status, headers, body (None: no content)
 
 
-async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None) -> None:
-    """One response; ``body`` None for a 304 (no content headers, as Litestar sends it)."""
+async def _answer(send: Send, parts: Parts) -> None:
+    """One response as Litestar's ``Response`` sends it: header names lower-cased, values latin-1,
+    then the JSON content type and length; a ``None`` body (a 304) gets no content headers."""
+    status, fields, body = parts
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields.items()]
     if body is not None:
         headers = [*headers, _JSON, (b"content-length", str(len(body)).encode("ascii"))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -105,27 +102,23 @@ async def token(scope: Scope, receive: Receive, send: Send) -> None:
         elif name == b"content-length":
             length = length or value
     client = scope.get("client")
+    parts: Parts
     try:
-        try:
-            check_content_type(content_type)  # before the body is read
-            announced = int(length) if length and length.isdigit() else None  # httptools checked its syntax
-            body = await _body(receive, announced, runtime.settings.max_body_bytes)
-            form = parse_form(content_type, body)
-            result = await issue(runtime, form, authorization, client[0] if client else None)
-        except IssuerError as error:
-            status, headers, payload = error_parts(error, scope["path"], runtime.settings.retry_after)
-            await _answer(send, status, _raw_headers(headers), payload)
-            return
-        except _TooLarge:
-            status, headers, payload = http_error_parts(413)
-            await _answer(send, status, _raw_headers(headers), payload)
-            return
-        await _answer(send, 200, list(_NO_STORE), encode_json(result))
+        check_content_type(content_type)  # before the body is read
+        announced = int(length) if length and length.isdigit() else None  # httptools checked its syntax
+        body = await _body(receive, announced, runtime.settings.max_body_bytes)
+        form = parse_form(content_type, body)
+        result = await issue(runtime, form, authorization, client[0] if client else None)
+        parts = 200, NO_STORE, encode_json(result)
+    except IssuerError as error:
+        parts = error_parts(error, scope["path"], runtime.settings.retry_after)
+    except _TooLarge:
+        parts = http_error_parts(413)
     except _Disconnected:
         return
     except Exception as error:  # a bug: never a stack trace to the client
-        status, headers, payload = internal_error_parts(error, scope["path"])
-        await _answer(send, status, _raw_headers(headers), payload)
+        parts = internal_error_parts(error, scope["path"])
+    await _answer(send, parts)
 
 
 async def jwks(scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,13 +129,12 @@ async def jwks(scope: Scope, receive: Receive, send: Send) -> None:
         if name == b"if-none-match":
             if_none_match = value.decode("latin-1")
             break
+    parts: Parts
     try:
-        status, headers, body = jwks_answer(runtime, if_none_match)
-    except Exception as error:
-        status, raw, payload = internal_error_parts(error, scope["path"])
-        await _answer(send, status, _raw_headers(raw), payload)
-        return
-    await _answer(send, status, _raw_headers(headers), body)
+        parts = jwks_answer(runtime, if_none_match)
+    except Exception as error:  # a bug: never a stack trace to the client
+        parts = internal_error_parts(error, scope["path"])
+    await _answer(send, parts)
 
 
 #: (path, method) → the route; the path as the ASGI server decoded it, matched exactly.

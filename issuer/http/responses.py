@@ -53,14 +53,16 @@ async def common_headers(message: Message, scope: Scope) -> None:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(
-        _encode(body), status_code=status, media_type="application/json", headers=headers or NO_STORE
-    )
+    return _response((status, headers or NO_STORE, _encode(body)))
+
+
+def _response(parts: tuple[int, dict[str, str], bytes]) -> Response[bytes]:
+    status, headers, body = parts
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def error_response(request: Request[Any, Any, Any], error: IssuerError) -> Response[bytes]:
-    status, headers, body = error_parts(error, request.url.path, getattr(request.app.state, "retry_after", 5))
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return _response(error_parts(error, request.url.path, getattr(request.app.state, "retry_after", 5)))
 
 
 def error_parts(error: IssuerError, path: str, retry_after: int) -> tuple[int, dict[str, str], bytes]:
@@ -103,8 +105,7 @@ _HTTP_CODES = {413: "invalid_request", 415: "invalid_request", 405: "invalid_req
 
 def http_exception_response(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
     """Litestar's own refusals (404, 405, 413, ...) in the same JSON shape, never a stack trace."""
-    status, headers, body = http_error_parts(error.status_code, error.headers)
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return _response(http_error_parts(error.status_code, error.headers))
 
 
 def http_error_parts(status: int, extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -119,8 +120,7 @@ def http_error_parts(status: int, extra: dict[str, str] | None = None) -> tuple[
 
 
 def internal_error_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
-    status, headers, body = internal_error_parts(error, request.url.path)
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return _response(internal_error_parts(error, request.url.path))
 
 
 def internal_error_parts(error: Exception, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -108,19 +108,22 @@ def _measure(
                         f"{label} did not start: {(work / f'{label}.log').read_text()[-2000:]}"
                     ) from None
                 time.sleep(0.5)
-        control = ["callgrind_control", str(proc.pid)]
+
+        def control(flag: str) -> None:  # -z zeroes the counters, -d dumps them
+            subprocess.run(["callgrind_control", flag, str(proc.pid)], check=True, capture_output=True)
+
         with conn:
             _send(conn, request, args.warmup)
-            subprocess.run([*control[:1], "-z", *control[1:]], check=True, capture_output=True)
+            control("-z")
             started = time.monotonic()
             _send(conn, request, args.requests)
             busy = time.monotonic() - started
-            subprocess.run([*control[:1], "-d", *control[1:]], check=True, capture_output=True)
+            control("-d")
             # The same time without requests: what the server's background work (timers, the
             # issuer's periodic reloads) costs while the requests ran, subtracted from their count.
-            subprocess.run([*control[:1], "-z", *control[1:]], check=True, capture_output=True)
+            control("-z")
             time.sleep(busy)
-            subprocess.run([*control[:1], "-d", *control[1:]], check=True, capture_output=True)
+            control("-d")
     finally:
         proc.terminate()
         proc.wait(60)

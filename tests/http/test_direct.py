@@ -49,17 +49,21 @@ class Request:
     client: str = "127.0.0.1"
 
 
-async def call(app: Litestar, request: Request) -> Answer:
-    """One request through ``app`` as uvicorn hands it over (ASGI 3): the answer as sent."""
+async def _run(
+    app: Litestar, request: Request, messages: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """One request through ``app`` as uvicorn hands it over (ASGI 3): what the app sent. The body
+    goes as ``request.chunks``, or as ``messages`` when given (then a disconnect once they are out)."""
     path, _, query = request.path.partition("?")
     body = b"".join(request.chunks)
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.headers]
     if request.chunks and not any(name == b"transfer-encoding" for name, _ in headers):
         headers.append((b"content-length", str(len(body)).encode()))
-    messages = [
-        {"type": "http.request", "body": chunk, "more_body": i < len(request.chunks) - 1}
-        for i, chunk in enumerate(request.chunks or (b"",))
-    ]
+    if messages is None:
+        messages = [
+            {"type": "http.request", "body": chunk, "more_body": i < len(request.chunks) - 1}
+            for i, chunk in enumerate(request.chunks or (b"",))
+        ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -84,6 +88,12 @@ async def call(app: Litestar, request: Request) -> Answer:
         "state": {},
     }
     await app(scope, receive, send)
+    return sent
+
+
+async def call(app: Litestar, request: Request) -> Answer:
+    """One request through ``app``: the answer as sent."""
+    sent = await _run(app, request)
     starts = [m for m in sent if m["type"] == "http.response.start"]
     bodies = [m for m in sent if m["type"] == "http.response.body"]
     assert len(starts) == 1 and bodies and not bodies[-1].get("more_body", False)
@@ -381,27 +391,11 @@ async def test_a_client_gone_before_its_body_ends_gets_nothing_and_no_traceback(
     pair: Pair, caplog: pytest.LogCaptureFixture
 ) -> None:
     request = _post({"Content-Type": FORM, "Authorization": pair.basic, "Transfer-Encoding": "chunked"})
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"type": "http.request", "body": b"grant_type=", "more_body": True},
         {"type": "http.disconnect"},
     ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": request.method,
-        "path": request.path,
-        "query_string": b"",
-        "headers": [(n.lower().encode(), v.encode()) for n, v in request.headers],
-        "client": ("127.0.0.1", 40000),
-    }
     with caplog.at_level(logging.INFO):
-        await pair.direct(scope, receive, send)
+        sent = await _run(pair.direct, request, messages)
     assert sent == [] and messages == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -13,8 +13,10 @@ can tell apart (``tests/http/test_direct.py`` compares both on every kind of ans
 
 * the same code behind it: :func:`issuer.http.token.issue` and
   :func:`issuer.http.wellknown.jwks_answer`, also called by the Litestar handlers;
-* the same edge: :func:`issuer.http.observe.observe` (request id, metrics, access line) around
-  it, and the app's ``before_send`` hooks (``X-Content-Type-Options``, CORS) on its response;
+* the same edge: the :class:`issuer.http.observe.Exchange` that :func:`~issuer.http.observe.observe`
+  keeps for a routed request (request id, metrics, access line), and the app's ``before_send``
+  hooks (``X-Content-Type-Options``, CORS) on its response's start, in one pass without the two
+  send wrappers the routed path stacks (the request id first, then the hooks' headers, as there);
 * the same refusals: the body limit (``ISSUER_MAX_BODY_BYTES``, 413 before reading when the
   ``Content-Length`` says so, else once the bytes exceed it), 415 before the body is read, every
   :class:`~issuer.errors.IssuerError` through :func:`~issuer.http.responses.error_parts`, and an
@@ -31,11 +33,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from litestar import Litestar
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import HTTPResponseStartEvent, HTTPScope, Message, Receive, Scope, Send
 
 from issuer.errors import IssuerError
 from issuer.http.forms import check_content_type, parse_form
-from issuer.http.observe import observe
+from issuer.http.observe import Exchange
 from issuer.http.responses import NO_STORE, encode_json, error_parts, http_error_parts, internal_error_parts
 from issuer.http.token import issue
 from issuer.http.wellknown import jwks_answer
@@ -57,15 +59,13 @@ class _TooLarge(Exception):
 Parts = tuple[int, Mapping[str, str], bytes | None]  # status, headers, body (None: no content)
 
 
-async def _answer(send: Send, parts: Parts) -> None:
-    """One response as Litestar's ``Response`` sends it: header names lower-cased, values latin-1,
-    then the JSON content type and length; a ``None`` body (a 304) gets no content headers."""
-    status, fields, body = parts
+def _headers(fields: Mapping[str, str], body: bytes | None) -> list[tuple[bytes, bytes]]:
+    """A response's headers as Litestar's ``Response`` encodes them: names lower-cased, values
+    latin-1, then the JSON content type and length; a ``None`` body (a 304) gets no content headers."""
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields.items()]
     if body is not None:
-        headers = [*headers, _JSON, (b"content-length", str(len(body)).encode("ascii"))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body or b"", "more_body": False})
+        headers += (_JSON, (b"content-length", str(len(body)).encode("ascii")))
+    return headers
 
 
 async def _body(receive: Receive, announced: int | None, limit: int) -> bytes:
@@ -90,9 +90,8 @@ async def _body(receive: Receive, announced: int | None, limit: int) -> bytes:
             raise _Disconnected
 
 
-async def token(scope: Scope, receive: Receive, send: Send) -> None:
+async def token(runtime: Runtime, scope: Scope, receive: Receive) -> Parts | None:
     """``POST /token``: :func:`issuer.http.token.issue` on the form."""
-    runtime: Runtime = scope["app"].state.runtime
     content_type = authorization = length = None
     for name, value in scope["headers"]:  # the first of each, as Litestar's Headers.get
         if name == b"content-type":
@@ -115,30 +114,30 @@ async def token(scope: Scope, receive: Receive, send: Send) -> None:
     except _TooLarge:
         parts = http_error_parts(413)
     except _Disconnected:
-        return
+        return None
     except Exception as error:  # a bug: never a stack trace to the client
         parts = internal_error_parts(error, scope["path"])
-    await _answer(send, parts)
+    return parts
 
 
-async def jwks(scope: Scope, receive: Receive, send: Send) -> None:
+async def jwks(runtime: Runtime, scope: Scope, receive: Receive) -> Parts | None:
     """``GET /.well-known/jwks.json``: :func:`issuer.http.wellknown.jwks_answer`."""
-    runtime: Runtime = scope["app"].state.runtime
     if_none_match = None
     for name, value in scope["headers"]:
         if name == b"if-none-match":
             if_none_match = value.decode("latin-1")
             break
-    parts: Parts
     try:
-        parts = jwks_answer(runtime, if_none_match)
+        return jwks_answer(runtime, if_none_match)
     except Exception as error:  # a bug: never a stack trace to the client
-        parts = internal_error_parts(error, scope["path"])
-    await _answer(send, parts)
+        return internal_error_parts(error, scope["path"])
 
+
+#: A direct route: the request's answer (status, headers, body), or None when the client is gone.
+Route = Callable[[Runtime, Scope, Receive], Awaitable[Parts | None]]
 
 #: (path, method) → the route; the path as the ASGI server decoded it, matched exactly.
-DIRECT: dict[tuple[str, str], ASGIApp] = {
+DIRECT: dict[tuple[str, str], Route] = {
     ("/token", "POST"): token,
     ("/.well-known/jwks.json", "GET"): jwks,
 }
@@ -149,9 +148,10 @@ Hook = Callable[[Message, Scope], Awaitable[None]]
 class IssuerApp(Litestar):
     """Litestar with :data:`DIRECT` answered in front of its router (see the module docstring)."""
 
-    def __init__(self, *args: Any, direct: Mapping[tuple[str, str], ASGIApp] = DIRECT, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, direct: Mapping[tuple[str, str], Route] = DIRECT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._direct = {key: observe(route) for key, route in direct.items()}
+        self._direct = dict(direct)
+        # The app's before_send hooks; they change only a response's start (its headers)
         self._hooks: list[Hook] = list(self.before_send)  # type: ignore[arg-type]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -160,16 +160,30 @@ class IssuerApp(Litestar):
             if route is not None:
                 scope["app"] = scope["litestar_app"] = self  # as Litestar sets them
                 scope.setdefault("state", {})
-                await route(scope, receive, self._hooked(scope, send))
+                await self._answer(route, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
-    def _hooked(self, scope: Scope, send: Send) -> Send:
-        hooks = self._hooks
-
-        async def send_hooked(message: Message) -> None:
-            for hook in hooks:
-                await hook(message, scope)
-            await send(message)
-
-        return send_hooked
+    async def _answer(self, route: Route, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        """The route under the edge, as :func:`~issuer.http.observe.observe` and Litestar's hooks
+        would see it, in one pass: the request id added first, then the hooks' headers, counted
+        before the last byte leaves."""
+        runtime: Runtime = self.state["runtime"]
+        exchange = Exchange(scope, runtime.metrics)
+        try:
+            parts = await route(runtime, scope, receive)
+            if parts is None:  # the client is gone: nothing to send
+                return
+            status, fields, body = parts
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": status,
+                "headers": exchange.answered(status, _headers(fields, body)),
+            }
+            for hook in self._hooks:
+                await hook(start, scope)
+            await send(start)
+            exchange.count()
+            await send({"type": "http.response.body", "body": body or b"", "more_body": False})
+        finally:
+            exchange.close()

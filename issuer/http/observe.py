@@ -24,7 +24,8 @@ import logging
 import re
 import secrets
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get
 from litestar.enums import ScopeType
@@ -34,7 +35,10 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from issuer.observability.logs import CREDENTIAL_SHAPES, RequestContext, current
 from issuer.observability.metrics import CONTENT_TYPE
 
-__all__ = ["metrics", "observe"]
+if TYPE_CHECKING:
+    from issuer.observability.metrics import Metrics
+
+__all__ = ["Exchange", "metrics", "observe"]
 
 log = logging.getLogger("issuer.access")
 
@@ -55,54 +59,76 @@ def _request_id(scope: Scope) -> str:
     return f"{_ORIGIN}{next(_SEQUENCE):012x}"
 
 
+class Exchange:
+    """One request as the edge observes it: its request id (and the log context that carries it),
+    its status, and whether it was counted. Used by :func:`observe` around Litestar's routes, and
+    by :mod:`issuer.http.direct` without a send wrapper.
+
+    Made when the request arrives (the context is current from then on); :meth:`answered` with
+    the response's status and headers, :meth:`count` before the last byte of the body leaves,
+    :meth:`close` when the request is over (counted then if it never was, logged, context reset).
+    """
+
+    __slots__ = ("context", "elapsed", "header", "method", "metrics", "path", "started", "status", "token")
+
+    def __init__(self, scope: HTTPScope, metrics: Metrics | None) -> None:
+        self.started = time.perf_counter()
+        self.path = scope["path"]
+        self.method = scope["method"]
+        self.metrics = metrics
+        self.context = RequestContext(_request_id(scope))
+        self.token = current.set(self.context)
+        self.header = (b"x-request-id", self.context.request_id.encode("ascii"))
+        self.status = 500
+        self.elapsed: float | None = None  # set once the request is counted
+
+    def answered(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The response starts: its status noted, its headers with the request id added."""
+        self.status = status
+        return [*headers, self.header]
+
+    def count(self) -> None:
+        self.elapsed = time.perf_counter() - self.started
+        if self.metrics is not None:
+            self.metrics.observe(self.path, self.context.grant or "", self.status, self.elapsed)
+
+    def close(self) -> None:
+        if self.elapsed is None:  # no complete response (an error, a disconnect)
+            self.count()
+        if log.isEnabledFor(logging.INFO):
+            extra: dict[str, Any] = {
+                "method": self.method,
+                "path": self.path,
+                "status": self.status,
+                "duration_ms": round((self.elapsed or 0.0) * 1000, 3),
+            }
+            if self.context.grant:
+                extra["grant"] = self.context.grant
+            log.info("request", extra=extra)
+        current.reset(self.token)
+
+
 def observe(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        http_scope: HTTPScope = scope
-        started = time.perf_counter()
-        context = RequestContext(_request_id(scope))
-        token = current.set(context)
-        header = (b"x-request-id", context.request_id.encode("ascii"))
-        status = 500
-        elapsed: float | None = None  # set once the request is counted
-        path = scope["path"]
         runtime = getattr(scope["app"].state, "runtime", None)
-
-        def count() -> float:
-            seconds = time.perf_counter() - started
-            if runtime is not None:
-                runtime.metrics.observe(path, context.grant or "", status, seconds)
-            return seconds
+        exchange = Exchange(scope, runtime.metrics if runtime is not None else None)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, elapsed
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = exchange.answered(message["status"], message.get("headers", ()))
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 # counted before the last byte leaves: a client that has its answer finds it
                 # counted, whichever worker answers its next scrape
-                elapsed = count()
+                exchange.count()
             await send(message)
 
         try:
             await app(scope, receive, send_with_id)
         finally:
-            if elapsed is None:  # no complete response (an error, a disconnect)
-                elapsed = count()
-            if log.isEnabledFor(logging.INFO):
-                extra: dict[str, Any] = {
-                    "method": http_scope["method"],
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                }
-                if context.grant:
-                    extra["grant"] = context.grant
-                log.info("request", extra=extra)
-            current.reset(token)
+            exchange.close()
 
     return middleware
 

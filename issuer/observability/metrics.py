@@ -1,8 +1,10 @@
 """Prometheus metrics of one :class:`~issuer.runtime.Runtime` (``GET /metrics``, text format 0.0.4).
 
 Built on ``prometheus_client``'s own types: every counter is a :class:`~prometheus_client.Counter`
-and the request latency a :class:`~prometheus_client.Histogram`, owned by one :class:`Metrics`
-per runtime and rendered from that runtime's own :class:`~prometheus_client.CollectorRegistry`
+and the request latency a :class:`~prometheus_client.Histogram` (in one process, the edge's three
+families are plain numbers rendered as those types render them: :class:`_HttpFigures`), owned by
+one :class:`Metrics` per runtime and rendered from that runtime's own
+:class:`~prometheus_client.CollectorRegistry`
 (never the global default one), so tests and several runtimes in one process do not collide.
 
 **One process** (``issuer serve``, the CLI, the tests): the instruments live in the runtime's
@@ -30,10 +32,12 @@ the runtime's: two runtimes in one multiprocess process would share their series
 builds one per worker), and a CLI command run with the operator's ``PROMETHEUS_MULTIPROC_DIR`` in
 its environment leaves files of zeros there (the sums do not change).
 
-**What the request path pays**: the observing middleware (:mod:`issuer.http.observe`) increments
-cached label children (``prometheus_client``'s own lock around each value, nothing else), and
-does so before the last byte of the response is handed to the server, so a client that got its
-answer finds it counted whichever worker it scrapes next. Several components keep plain integer
+**What the request path pays**: the observing edge (:mod:`issuer.http.observe`) records each
+response in :class:`_HttpFigures` before the last byte of the response is handed to the server,
+so a client that got its answer finds it counted whichever worker it scrapes next. In one process
+that is a bisection and three dictionary updates, rendered as the ``Histogram`` and ``Counter``
+families at scrape time; with several workers, cached label children of the instruments
+(``prometheus_client``'s lock around each value and its file). Several components keep plain integer
 tallies of their own (the grants' refresh outcomes, the denylist's additions and Redis errors,
 the database's outages, the rate limits' refusals and Redis errors, the password hasher's
 verifications and sheds, revocation's unknown ``kid``\\ s); :meth:`Metrics.carry` adds what
@@ -107,14 +111,17 @@ import os
 import shutil
 import tempfile
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest, values
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 from issuer.settings import SettingsError
 from issuer.store.denylist import DenylistStore
@@ -133,6 +140,24 @@ OUTCOMES = ("rotated", "replayed", "reused", "unknown", "foreign", "expired", "r
 LIMITS = ("client", "password", "address", "global")
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CARRY_INTERVAL = 1.0  # seconds between carries of a worker's tallies, with several workers
+
+
+class _Family(NamedTuple):
+    name: str
+    documentation: str
+    labels: list[str]
+
+
+# The edge's three families (_HttpFigures)
+_LATENCY = _Family(
+    "issuer_http_request_duration_seconds",
+    "Request latency by endpoint and grant type.",
+    ["endpoint", "grant"],
+)
+_RESPONSES = _Family(
+    "issuer_http_responses", "Responses by endpoint and status code.", ["endpoint", "status"]
+)
+_ISSUED = _Family("issuer_tokens_issued", "Successful token responses by grant type.", ["grant"])
 
 
 def multiprocess() -> bool:
@@ -202,19 +227,11 @@ class Metrics:
         def counter(name: str, documentation: str, *labels: str) -> Counter:
             return Counter(name, documentation, labels, registry=home)
 
-        self.latency = Histogram(
-            "issuer_http_request_duration_seconds",
-            "Request latency by endpoint and grant type.",
-            ["endpoint", "grant"],
-            buckets=BUCKETS,
-            registry=home,
-        )
-        self.responses = counter(
-            "issuer_http_responses", "Responses by endpoint and status code.", "endpoint", "status"
-        )
-        self.tokens_issued = counter(
-            "issuer_tokens_issued", "Successful token responses by grant type.", "grant"
-        )
+        # The edge's three families (latency, responses, tokens issued): plain numbers in one
+        # process, prometheus_client's instruments (files) with several workers (_HttpFigures).
+        self.http = _HttpFigures(home, self.multiprocess)
+        if not self.multiprocess:
+            self.registry.register(self.http)
         self.introspections = counter(
             "issuer_introspections",
             "Introspection answers: active=false is a token that failed verification (bad signature, "
@@ -260,12 +277,8 @@ class Metrics:
         self.scrape_errors = counter(
             "issuer_metrics_scrape_errors", "Scrapes whose database gauges could not be read."
         )
-        # Label children, made once: the request path looks them up in a dict (no lock) and
-        # calls .labels() only for a pair it has not met. The fixed ones exist from the start, so
-        # that their series show 0 until their first event.
-        self._latency: dict[tuple[str, str], Any] = {}
-        self._responses: dict[tuple[str, int], Any] = {}
-        self._issued: dict[str, Any] = {}
+        # Label children, made once; the fixed ones exist from the start, so that their series
+        # show 0 until their first event.
         self._introspected = {
             True: self.introspections.labels("true"),
             False: self.introspections.labels("false"),
@@ -285,19 +298,7 @@ class Metrics:
 
     def observe(self, endpoint: str, grant: str, status: int, seconds: float) -> None:
         """One finished request (called by the HTTP edge for every response)."""
-        histogram = self._latency.get((endpoint, grant))
-        if histogram is None:
-            histogram = self._latency[(endpoint, grant)] = self.latency.labels(endpoint, grant)
-        histogram.observe(seconds)
-        responses = self._responses.get((endpoint, status))
-        if responses is None:
-            responses = self._responses[(endpoint, status)] = self.responses.labels(endpoint, str(status))
-        responses.inc()
-        if status == 200 and grant and endpoint == "/token":
-            issued = self._issued.get(grant)
-            if issued is None:
-                issued = self._issued[grant] = self.tokens_issued.labels(grant)
-            issued.inc()
+        self.http.observe(endpoint, grant, status, seconds)
         if self.multiprocess:
             self.carry()
 
@@ -365,6 +366,77 @@ class Metrics:
         self.carry()
         await self.gauges.refresh()
         return generate_latest(self.registry)
+
+
+class _HttpFigures(Collector):
+    """``issuer_http_request_duration_seconds``, ``issuer_http_responses_total`` and
+    ``issuer_tokens_issued_total``, recorded by :meth:`observe` for every response.
+
+    In one process they are plain numbers: per (endpoint, grant) a count per bucket and the sum
+    of the latencies, per (endpoint, status) and per grant a count; :meth:`collect` turns them
+    into the families at scrape time, exactly as ``prometheus_client``'s ``Histogram`` and
+    ``Counter`` would render them (same names, help, bucket bounds, order of series, float
+    values). The request path then costs a bisection and three dictionary updates, where the
+    instruments took a lock per value and a Python loop over the buckets (about 17,000
+    instructions of each request, ``bench/README.md``). The event loop is the only writer.
+
+    With several workers the figures must reach the other workers' scrapes, so they go to the
+    instruments, whose values ``prometheus_client`` keeps in the shared files.
+    """
+
+    def __init__(self, home: CollectorRegistry | None, multiprocess: bool) -> None:
+        self.multiprocess = multiprocess
+        self.latency: dict[tuple[str, str], list[float]] = {}  # counts per bucket (+Inf last), then the sum
+        self.responses: dict[tuple[str, int], int] = {}
+        self.issued: dict[str, int] = {}
+        if multiprocess:
+            self._instruments = (
+                Histogram(*_LATENCY, buckets=BUCKETS, registry=home),
+                Counter(*_RESPONSES, registry=home),
+                Counter(*_ISSUED, registry=home),
+            )
+            self._children: dict[object, Any] = {}  # label children, made once per series
+
+    def observe(self, endpoint: str, grant: str, status: int, seconds: float) -> None:
+        issued = status == 200 and grant and endpoint == "/token"
+        if self.multiprocess:
+            self._child(0, endpoint, grant).observe(seconds)
+            self._child(1, endpoint, str(status)).inc()
+            if issued:
+                self._child(2, grant).inc()
+            return
+        latency = self.latency.get((endpoint, grant))
+        if latency is None:
+            latency = self.latency[(endpoint, grant)] = [0.0] * (len(BUCKETS) + 2)
+        latency[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds, as Histogram.observe
+        latency[-1] += seconds
+        key = (endpoint, status)
+        self.responses[key] = self.responses.get(key, 0) + 1
+        if issued:
+            self.issued[grant] = self.issued.get(grant, 0) + 1
+
+    def _child(self, which: int, *labels: str) -> Any:
+        key = (which, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._instruments[which].labels(*labels)
+        return child
+
+    def collect(self) -> Iterator[Metric]:
+        bounds = [floatToGoString(bound) for bound in (*BUCKETS, INF)]  # type: ignore[no-untyped-call]
+        latency = HistogramMetricFamily(_LATENCY.name, _LATENCY.documentation, labels=_LATENCY.labels)
+        for labels, counts in self.latency.items():
+            cumulative = list(accumulate(counts[:-1]))
+            latency.add_metric(labels, list(zip(bounds, cumulative, strict=True)), counts[-1])
+        yield latency
+        responses = CounterMetricFamily(_RESPONSES.name, _RESPONSES.documentation, labels=_RESPONSES.labels)
+        for (endpoint, status), count in self.responses.items():
+            responses.add_metric([endpoint, str(status)], float(count))
+        yield responses
+        issued = CounterMetricFamily(_ISSUED.name, _ISSUED.documentation, labels=_ISSUED.labels)
+        for grant, count in self.issued.items():
+            issued.add_metric([grant], float(count))
+        yield issued
 
 
 class _DatabaseGauges(Collector):

@@ -13,9 +13,10 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from issuer.observability.metrics import BUCKETS, _HttpFigures
 from issuer.runtime import Runtime
 from issuer.store.refresh import Outcome
 from tests import support
@@ -377,3 +378,62 @@ async def test_two_runtimes_in_one_process_keep_their_own_counters(
     finally:
         await first.close()
         await second.close()
+
+
+# ---------------------------------------------------------------- the edge's figures, as rendered
+
+
+def test_edge_figures_render_exactly_as_prometheus_instruments() -> None:
+    """In one process the edge's latency, responses and tokens-issued figures are plain numbers
+    (``_HttpFigures``); scraped, they must read exactly as ``prometheus_client``'s ``Histogram`` and
+    ``Counter`` fed the same responses: names, help, buckets (latencies on and between the bounds,
+    beyond the last), series order, values and sums."""
+    figures = _HttpFigures(None, multiprocess=False)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(figures)
+    reference = CollectorRegistry(auto_describe=False)
+    latency = Histogram(
+        "issuer_http_request_duration_seconds",
+        "Request latency by endpoint and grant type.",
+        ["endpoint", "grant"],
+        buckets=BUCKETS,
+        registry=reference,
+    )
+    responses = Counter(
+        "issuer_http_responses",
+        "Responses by endpoint and status code.",
+        ["endpoint", "status"],
+        registry=reference,
+    )
+    issued = Counter(
+        "issuer_tokens_issued", "Successful token responses by grant type.", ["grant"], registry=reference
+    )
+    empty = generate_latest(registry)
+    assert empty == generate_latest(reference)  # before any response: the families, no series
+    assert b"# TYPE issuer_http_request_duration_seconds histogram" in empty
+    answers = [
+        ("/token", "client_credentials", 200, 0.0005),  # exactly on a bound: that bucket
+        ("/token", "client_credentials", 200, 0.00050001),
+        ("/token", "refresh_token", 400, 0.0031),
+        ("/.well-known/jwks.json", "", 200, 0.00002),
+        ("/token", "client_credentials", 401, 12.5),  # beyond the last bound: +Inf only
+        ("/token", "", 415, 0.25),
+        ("/.well-known/jwks.json", "", 304, 10.0),
+        ("/token", "password", 200, 0.1),
+        ("/revoke", "", 200, 0.049),
+    ]
+    for endpoint, grant, status, seconds in answers * 3:
+        figures.observe(endpoint, grant, status, seconds)
+        latency.labels(endpoint, grant).observe(seconds)
+        responses.labels(endpoint, str(status)).inc()
+        if status == 200 and grant and endpoint == "/token":
+            issued.labels(grant).inc()
+    rendered = generate_latest(registry)
+    assert rendered == generate_latest(reference)
+    samples = parse(rendered.decode())
+    assert value(samples, "issuer_http_responses_total", endpoint="/token", status="200") == 9
+    assert value(samples, "issuer_tokens_issued_total", grant="client_credentials") == 6
+    bucket = "issuer_http_request_duration_seconds_bucket"
+    assert value(samples, bucket, endpoint="/token", grant="client_credentials", le="0.0005") == 3
+    assert value(samples, bucket, endpoint="/token", grant="client_credentials", le="10.0") == 6
+    assert value(samples, bucket, endpoint="/token", grant="client_credentials", le="+Inf") == 9

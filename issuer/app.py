@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException
 from issuer.errors import IssuerError
 from issuer.http.authorize import authorize, consent_form, consent_post, login_form, login_post
 from issuer.http.cors import cors_headers
-from issuer.http.direct import DIRECT, IssuerApp
+from issuer.http.direct import DIRECT, NOW, IssuerApp
 from issuer.http.health import healthz, readyz
 from issuer.http.logout import logout
 from issuer.http.observe import metrics, observe
@@ -56,6 +56,7 @@ def create_app(
     # POST /token and GET /.well-known/jwks.json are answered in front of the router (issuer.http.direct)
     return IssuerApp(
         direct=DIRECT if direct else {},
+        now=NOW if direct else {},
         route_handlers=[
             token,
             jwks,

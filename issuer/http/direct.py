@@ -36,14 +36,23 @@ from litestar import Litestar
 from litestar.types import HTTPResponseStartEvent, HTTPScope, Message, Receive, Scope, Send
 
 from issuer.errors import IssuerError
+from issuer.http.cors import PUBLIC_DOCUMENTS, cors_headers, document_headers
 from issuer.http.forms import check_content_type, parse_form
 from issuer.http.observe import Exchange
-from issuer.http.responses import NO_STORE, encode_json, error_parts, http_error_parts, internal_error_parts
+from issuer.http.responses import (
+    COMMON_HEADERS,
+    NO_STORE,
+    common_headers,
+    encode_json,
+    error_parts,
+    http_error_parts,
+    internal_error_parts,
+)
 from issuer.http.token import issue
-from issuer.http.wellknown import jwks_answer
+from issuer.http.wellknown import etag_matches, jwks_answer
 from issuer.runtime import Runtime
 
-__all__ = ["DIRECT", "IssuerApp"]
+__all__ = ["DIRECT", "NOW", "Answer", "IssuerApp"]
 
 _JSON = (b"content-type", b"application/json")
 
@@ -57,6 +66,8 @@ class _TooLarge(Exception):
 
 
 Parts = tuple[int, Mapping[str, str], bytes | None]  # status, headers, body (None: no content)
+#: An answer as written: status, the headers encoded, the body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 def _headers(fields: Mapping[str, str], body: bytes | None) -> list[tuple[bytes, bytes]]:
@@ -120,7 +131,7 @@ async def token(runtime: Runtime, scope: Scope, receive: Receive) -> Parts | Non
     return parts
 
 
-async def jwks(runtime: Runtime, scope: Scope, receive: Receive) -> Parts | None:
+def jwks_parts(runtime: Runtime, scope: Scope) -> Parts:
     """``GET /.well-known/jwks.json``: :func:`issuer.http.wellknown.jwks_answer`."""
     if_none_match = None
     for name, value in scope["headers"]:
@@ -133,6 +144,36 @@ async def jwks(runtime: Runtime, scope: Scope, receive: Receive) -> Parts | None
         return internal_error_parts(error, scope["path"])
 
 
+async def jwks(runtime: Runtime, scope: Scope, receive: Receive) -> Parts | None:
+    """The JWKS as a direct route (an ASGI server other than ``issuer serve``'s protocol)."""
+    return jwks_parts(runtime, scope)
+
+
+#: (ETag, max-age, not modified) → the JWKS answer with its headers encoded: a handful at most
+#: (the key set changes with a rotation), so the cache is emptied when it holds more.
+_JWKS_ANSWERS: dict[tuple[str, int, bool], Answer] = {}
+
+
+def jwks_now(runtime: Runtime, scope: Scope) -> Answer:
+    """:func:`jwks_parts` with its headers encoded, made once per key set (its ETag) and max-age."""
+    if_none_match = None
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":
+            if_none_match = value.decode("latin-1")
+            break
+    etag = runtime.keyring.jwks_etag
+    key = (etag, runtime.jwks_max_age, etag_matches(if_none_match, etag))
+    answer = _JWKS_ANSWERS.get(key)
+    if answer is None:
+        status, fields, body = jwks_parts(runtime, scope)
+        if status not in (200, 304):
+            return status, _headers(fields, body), body or b""  # never cached
+        if len(_JWKS_ANSWERS) >= 8:
+            _JWKS_ANSWERS.clear()
+        answer = _JWKS_ANSWERS[key] = (status, _headers(fields, body), body or b"")
+    return answer
+
+
 #: A direct route: the request's answer (status, headers, body), or None when the client is gone.
 Route = Callable[[Runtime, Scope, Receive], Awaitable[Parts | None]]
 
@@ -142,15 +183,36 @@ DIRECT: dict[tuple[str, str], Route] = {
     ("/.well-known/jwks.json", "GET"): jwks,
 }
 
+#: (path, method) → an answer that needs no waiting, which ``issuer serve``'s HTTP protocol
+#: (:class:`issuer.http.limits.LimitedHttpToolsProtocol`) gives without starting the app's task:
+#: :meth:`IssuerApp.answer_now`. Each is also in :data:`DIRECT`, for any other ASGI server, and
+#: is one of the public documents of :mod:`issuer.http.cors`.
+NOW: dict[tuple[str, str], Callable[[Runtime, Scope], Answer]] = {
+    ("/.well-known/jwks.json", "GET"): jwks_now,
+}
+
 Hook = Callable[[Message, Scope], Awaitable[None]]
 
 
 class IssuerApp(Litestar):
     """Litestar with :data:`DIRECT` answered in front of its router (see the module docstring)."""
 
-    def __init__(self, *args: Any, direct: Mapping[tuple[str, str], Route] = DIRECT, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        direct: Mapping[tuple[str, str], Route] = DIRECT,
+        now: Mapping[tuple[str, str], Callable[[Runtime, Scope], Answer]] = NOW,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._direct = dict(direct)
+        self._now = dict(now)
+        # answer_now adds what these hooks add to a public document, without running them
+        if self._now and (
+            list(kwargs.get("before_send") or ()) != [common_headers, cors_headers]
+            or any(path not in PUBLIC_DOCUMENTS for path, _ in self._now)
+        ):
+            raise ValueError("answers given at once are public documents under the app's own two hooks")
         # The app's before_send hooks; they change only a response's start (its headers)
         self._hooks: list[Hook] = list(self.before_send)  # type: ignore[arg-type]
 
@@ -185,5 +247,30 @@ class IssuerApp(Litestar):
             await send(start)
             exchange.count()
             await send({"type": "http.response.body", "body": body or b"", "more_body": False})
+        finally:
+            exchange.close()
+
+    def answer_now(self, scope: HTTPScope) -> Answer | None:
+        """The answer to a request of :data:`NOW`, computed here and now (None for any other),
+        under the same edge as :meth:`_answer` (the request id, then what the hooks add to a
+        public document: :data:`~issuer.http.responses.COMMON_HEADERS` and
+        :func:`~issuer.http.cors.document_headers`), counted and logged before it is returned,
+        since the caller writes it at once."""
+        route = self._now.get((scope["path"], scope["method"]))
+        if route is None:
+            return None
+        scope["app"] = scope["litestar_app"] = self  # as Litestar sets them
+        runtime: Runtime = self.state["runtime"]
+        exchange = Exchange(scope, runtime.metrics)
+        try:
+            try:
+                status, headers, body = route(runtime, scope)
+            except Exception as error:  # a bug: never a stack trace to the client
+                status, fields, content = internal_error_parts(error, scope["path"])
+                headers, body = _headers(fields, content), content or b""
+            headers = exchange.answered(status, headers)
+            headers += (*COMMON_HEADERS, *document_headers(scope))
+            exchange.count()
+            return status, headers, body
         finally:
             exchange.close()

@@ -27,18 +27,32 @@ answer, then FIN), and what the client still sends is discarded, up to :data:`LI
 
 The hot path (a whole request in one read) arms no timer: a phase's timer is armed only once it
 spans more than one read. The body size stays Litestar's (``ISSUER_MAX_BODY_BYTES``, 413).
+
+**Answers given at once** (issue 12): a request the app can answer without waiting
+(:meth:`issuer.http.direct.IssuerApp.answer_now`: ``GET /.well-known/jwks.json``) is answered
+from the parser's callback, without the app's task, when nothing is in flight before it on the
+connection, it has no body, writes are not paused and uvicorn's own access log is off; the bytes
+are those uvicorn's ``send`` writes for the same answer (``tests/http/test_answer_now.py``
+compares them with the routed app's over real sockets). Anything else goes to the app as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from issuer.settings import Settings, load
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
+    from issuer.http.direct import Answer
 
 __all__ = ["LINGER_BYTES", "LINGER_SECONDS", "ConnectionLimits", "LimitedHttpToolsProtocol"]
 
@@ -82,6 +96,19 @@ def _response(status: int, text: str, *extra: bytes) -> bytes:
     )
 
 
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)
+
+
+def _answerer(app: Any) -> Callable[[Scope], Answer | None] | None:
+    """The app's ``answer_now``, through uvicorn's proxy-headers middleware (which changes only the
+    client address and scheme, which such an answer does not read); None for any other app."""
+    if isinstance(app, ProxyHeadersMiddleware):
+        app = app.app
+    answer_now = getattr(app, "answer_now", None)
+    return answer_now if callable(answer_now) else None
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the status is on the protocol."""
 
@@ -113,6 +140,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refusal: int | None = None
         self._linger: int | None = None  # bytes still to drop after a refusal; None: not lingering
+        self._at_head = False
+        self._answer_now = _answerer(self.app) if not self.access_log else None
 
     # ------------------------------------------------------------------ transport events
 
@@ -200,7 +229,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused
         self._in_head = False
         self._body_fed = self._body_bytes = 0
-        super().on_headers_complete()
+        self._at_head = True  # a request whose head just ended (not one from the pipeline)
+        try:
+            super().on_headers_complete()
+        finally:
+            self._at_head = False
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -221,6 +254,42 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._unset_keepalive_if_required()
             self._disarm()
             self._start_linger()
+
+    # ------------------------------------------------------------------ answers given at once
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if not (self._at_head and self._answer_now is not None and self._now(cycle)):
+            super()._start_asgi_task(cycle, app)
+
+    def _now(self, cycle: RequestResponseCycle) -> bool:
+        """Answer ``cycle``'s request here, without the app's task, when the app has the answer at
+        once (:meth:`issuer.http.direct.IssuerApp.answer_now`) and it can be written whole now: a
+        request without a body, whose head just ended with no response in flight before it, on a
+        connection whose writes are not paused. The bytes are those uvicorn's ``send`` writes for
+        the same ASGI messages: its default headers (``date``) first, the answer's headers as
+        given, ``connection: close`` when the connection does not stay open; then the body."""
+        if self.flow.write_paused or _has_body(cycle.scope["headers"]):
+            return False
+        answer = self._answer_now(cycle.scope)  # type: ignore[misc, arg-type]
+        if answer is None:
+            return False
+        status, headers, body = answer
+        content = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            content += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        self._in_head = True  # the request is complete: no body follows its head
+        self._head_bytes = 0
+        cycle.response_started = cycle.response_complete = True
+        self.transport.write(b"".join(content))
+        if body:
+            self.transport.write(body)
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+        return True
 
     # ------------------------------------------------------------------ refusals and timers
 

@@ -19,6 +19,7 @@ from issuer.runtime import Runtime
 
 __all__ = [
     "CLAIMS_SUPPORTED",
+    "etag_matches",
     "jwks",
     "jwks_answer",
     "metadata",
@@ -47,12 +48,12 @@ def jwks_answer(runtime: Runtime, if_none_match: str | None) -> tuple[int, dict[
     their ETag, cacheable for ``runtime.jwks_max_age`` seconds."""
     ring = runtime.keyring
     headers = {"Cache-Control": f"public, max-age={runtime.jwks_max_age}", "ETag": ring.jwks_etag}
-    if _matches(if_none_match, ring.jwks_etag):
+    if etag_matches(if_none_match, ring.jwks_etag):
         return 304, headers, None
     return 200, headers, ring.jwks_body
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
     """RFC 9110 13.1.2: ``*`` or a list of entity tags, compared weakly (a ``W/`` prefix is ignored)."""
     if not if_none_match or not etag:
         return False

@@ -207,6 +207,7 @@ class IssuerApp(Litestar):
         super().__init__(*args, **kwargs)
         self._direct = dict(direct)
         self._now = dict(now)
+        self.now_paths = frozenset(self._now)  # what issuer serve's protocol asks answer_now for
         # answer_now adds what these hooks add to a public document, without running them
         if self._now and (
             list(kwargs.get("before_send") or ()) != [common_headers, cors_headers]

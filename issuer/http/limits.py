@@ -30,8 +30,9 @@ spans more than one read. The body size stays Litestar's (``ISSUER_MAX_BODY_BYTE
 
 **Answers given at once** (issue 12): a request the app can answer without waiting
 (:meth:`issuer.http.direct.IssuerApp.answer_now`: ``GET /.well-known/jwks.json``) is answered
-from the parser's callback, without the app's task, when nothing is in flight before it on the
-connection, it has no body, writes are not paused and uvicorn's own access log is off; the bytes
+from the parser's head callback, before uvicorn builds a request cycle and without the app's task,
+when its path is one of those as sent (no query, no escapes), it has no body, nothing is in flight
+before it on the connection, writes are not paused and uvicorn's own access log is off; the bytes
 are those uvicorn's ``send`` writes for the same answer (``tests/http/test_answer_now.py``
 compares them with the routed app's over real sockets). Anything else goes to the app as before.
 """
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httptools
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from issuer.settings import Settings, load
 
@@ -100,13 +101,17 @@ def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)
 
 
-def _answerer(app: Any) -> Callable[[Scope], Answer | None] | None:
-    """The app's ``answer_now``, through uvicorn's proxy-headers middleware (which changes only the
-    client address and scheme, which such an answer does not read); None for any other app."""
+def _answerer(app: Any) -> tuple[Callable[[Scope], Answer | None] | None, frozenset[tuple[bytes, bytes]]]:
+    """The app's ``answer_now`` and the (path, method) it answers, as raw bytes, through uvicorn's
+    proxy-headers middleware (which changes only the client address and scheme, which such an
+    answer does not read); nothing for any other app."""
     if isinstance(app, ProxyHeadersMiddleware):
         app = app.app
     answer_now = getattr(app, "answer_now", None)
-    return answer_now if callable(answer_now) else None
+    paths: frozenset[tuple[str, str]] = getattr(app, "now_paths", frozenset())
+    if not callable(answer_now) or not paths:
+        return None, frozenset()
+    return answer_now, frozenset((path.encode("ascii"), method.encode("ascii")) for path, method in paths)
 
 
 class _Refused(Exception):
@@ -140,8 +145,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refusal: int | None = None
         self._linger: int | None = None  # bytes still to drop after a refusal; None: not lingering
-        self._at_head = False
-        self._answer_now = _answerer(self.app) if not self.access_log else None
+        self._answered = False  # the current request was answered at once (_at_once)
+        self._answer_now, self._now_paths = (
+            _answerer(self.app) if not self.access_log else (None, frozenset())
+        )
+        if self.root_path:
+            self._now_paths = frozenset()  # paths are matched as sent
 
     # ------------------------------------------------------------------ transport events
 
@@ -223,33 +232,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------------ parser callbacks
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         if len(self.headers) > self._limits.max_header_fields:
             self._refusal = 431
             raise _Refused
         self._in_head = False
         self._body_fed = self._body_bytes = 0
-        self._at_head = True  # a request whose head just ended (not one from the pipeline)
-        try:
-            super().on_headers_complete()
-        finally:
-            self._at_head = False
+        if self._now_paths and self._at_once():
+            return
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
-        super().on_body(body)
+        HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         self._in_head = True
         self._head_bytes = 0
-        super().on_message_complete()
+        if self._answered:  # answered at once: uvicorn has no cycle for it
+            self._answered = False
+            return
+        HttpToolsProtocol.on_message_complete(self)
 
     def on_response_complete(self) -> None:
         # Answered before its body was read (413, ...): do not read the rest, end the connection.
         # (With requests queued behind it, the body being read is a later request's.)
         answered_early = not self._in_head and not self.pipeline
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         if answered_early and not self.transport.is_closing():
             self._unset_keepalive_if_required()
             self._disarm()
@@ -257,36 +269,46 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------------ answers given at once
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        if not (self._at_head and self._answer_now is not None and self._now(cycle)):
-            super()._start_asgi_task(cycle, app)
-
-    def _now(self, cycle: RequestResponseCycle) -> bool:
-        """Answer ``cycle``'s request here, without the app's task, when the app has the answer at
-        once (:meth:`issuer.http.direct.IssuerApp.answer_now`) and it can be written whole now: a
-        request without a body, whose head just ended with no response in flight before it, on a
-        connection whose writes are not paused. The bytes are those uvicorn's ``send`` writes for
-        the same ASGI messages: its default headers (``date``) first, the answer's headers as
-        given, ``connection: close`` when the connection does not stay open; then the body."""
-        if self.flow.write_paused or _has_body(cycle.scope["headers"]):
+    def _at_once(self) -> bool:
+        """Answer the request whose head just ended here, without the app's task and before
+        uvicorn builds its request cycle, when the app has the answer at once
+        (:meth:`issuer.http.direct.IssuerApp.answer_now`) and it can be written whole now: a
+        ``GET`` of one of the app's paths for that, as sent (no query, no escapes), without a body,
+        with no response in flight before it on the connection and writes not paused. The bytes
+        are those uvicorn's ``send`` writes for the same answer: its default headers (``date``)
+        first, the answer's headers as given, ``connection: close`` when the connection does not
+        stay open (HTTP/1.0, ``Connection: close``); then the body."""
+        parser = self.parser
+        cycle = self.cycle
+        if (
+            (self.url, parser.get_method()) not in self._now_paths
+            or (cycle is not None and not cycle.response_complete)
+            or self.flow.write_paused
+            or parser.should_upgrade()
+            or _has_body(self.headers)
+        ):
             return False
-        answer = self._answer_now(cycle.scope)  # type: ignore[misc, arg-type]
+        scope = self.scope
+        scope["method"] = "GET"
+        scope["path"] = self.url.decode("ascii")
+        answer = self._answer_now(scope)  # type: ignore[misc, arg-type]
         if answer is None:
             return False
         status, headers, body = answer
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
         content = [STATUS_LINE[status]]
         for name, value in (*self.server_state.default_headers, *headers):
             content += (name, b": ", value, b"\r\n")
-        if not cycle.keep_alive:
+        if not keep_alive:
             content.append(b"connection: close\r\n")
         content.append(b"\r\n")
         self._in_head = True  # the request is complete: no body follows its head
         self._head_bytes = 0
-        cycle.response_started = cycle.response_complete = True
+        self._answered = True
         self.transport.write(b"".join(content))
         if body:
             self.transport.write(body)
-        if not cycle.keep_alive:
+        if not keep_alive:
             self.transport.close()
         self.on_response_complete()
         return True

@@ -131,15 +131,17 @@ async def token(runtime: Runtime, scope: Scope, receive: Receive) -> Parts | Non
     return parts
 
 
+def _if_none_match(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":  # the first, as Litestar's Headers.get
+            return value.decode("latin-1")
+    return None
+
+
 def jwks_parts(runtime: Runtime, scope: Scope) -> Parts:
     """``GET /.well-known/jwks.json``: :func:`issuer.http.wellknown.jwks_answer`."""
-    if_none_match = None
-    for name, value in scope["headers"]:
-        if name == b"if-none-match":
-            if_none_match = value.decode("latin-1")
-            break
     try:
-        return jwks_answer(runtime, if_none_match)
+        return jwks_answer(runtime, _if_none_match(scope))
     except Exception as error:  # a bug: never a stack trace to the client
         return internal_error_parts(error, scope["path"])
 
@@ -156,13 +158,8 @@ _JWKS_ANSWERS: dict[tuple[str, int, bool], Answer] = {}
 
 def jwks_now(runtime: Runtime, scope: Scope) -> Answer:
     """:func:`jwks_parts` with its headers encoded, made once per key set (its ETag) and max-age."""
-    if_none_match = None
-    for name, value in scope["headers"]:
-        if name == b"if-none-match":
-            if_none_match = value.decode("latin-1")
-            break
     etag = runtime.keyring.jwks_etag
-    key = (etag, runtime.jwks_max_age, etag_matches(if_none_match, etag))
+    key = (etag, runtime.jwks_max_age, etag_matches(_if_none_match(scope), etag))
     answer = _JWKS_ANSWERS.get(key)
     if answer is None:
         status, fields, body = jwks_parts(runtime, scope)

@@ -24,7 +24,10 @@ import uvicorn
 from litestar import Litestar
 
 from issuer.app import create_app
+from issuer.http.cors import cors_headers
+from issuer.http.direct import NOW, IssuerApp, jwks_now
 from issuer.http.limits import LimitedHttpToolsProtocol
+from issuer.http.responses import common_headers
 from issuer.keys.material import KeyMaterial
 from issuer.runtime import Runtime
 from tests.conftest import make_settings
@@ -212,3 +215,42 @@ async def test_answers_given_at_once_are_counted_and_logged(
     assert servers.runtime.metrics.http.responses[(JWKS, 200)] == before + 2
     lines = [r for r in caplog.records if r.name == "issuer.access" and getattr(r, "path", "") == JWKS]
     assert [(r.status, r.method) for r in lines] == [(200, "GET"), (200, "GET")]  # type: ignore[attr-defined]
+
+
+class _BrokenRing:
+    """A key ring whose JWKS cannot be read: a bug on the JWKS path."""
+
+    @property
+    def jwks_etag(self) -> str:
+        raise RuntimeError("no JWKS")
+
+    jwks_body = jwks_etag
+
+
+async def test_a_bug_is_the_routed_apps_500(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(servers.runtime, "keyring", _BrokenRing())
+    servers.answered_now.clear()
+    with no_uvicorn_access_log():
+        quick = await exchange(servers.quick, get(JWKS, "Origin: https://app.example"))
+    routed = await exchange(servers.routed, get(JWKS, "Origin: https://app.example"))
+    assert quick[0].startswith(b"HTTP/1.1 500 ")
+    assert b"no JWKS" not in quick[0]  # never a trace to the client
+    assert [normal(a) for a in quick] == [normal(a) for a in routed]
+    assert servers.answered_now == [JWKS]
+
+
+def test_answers_at_once_need_the_apps_own_hooks_and_public_documents() -> None:
+    """``answer_now`` adds what the app's two hooks add to a public document without running
+    them: an app with other hooks, or a path answered at once that is not a public document, is
+    refused when it is built."""
+
+    async def other(message: Any, scope: Any) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="public documents"):
+        IssuerApp(route_handlers=[], before_send=[common_headers, other], now=NOW)
+    with pytest.raises(ValueError, match="public documents"):
+        IssuerApp(
+            route_handlers=[], before_send=[common_headers, cors_headers], now={("/token", "GET"): jwks_now}
+        )
+    IssuerApp(route_handlers=[], before_send=[other], now={})  # nothing answered at once: any hooks

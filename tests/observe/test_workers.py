@@ -63,6 +63,7 @@ def test_workers_log_json_and_answer_for_the_whole_server(
     log_path = tmp_path / "server.log"
     server = support.ServerProcess(env, args=("--workers", "2", "--log-level", "info")).start(log_path)
     logins: Counter[str] = Counter()  # per worker
+    keysets: Counter[str] = Counter()  # JWKS answers per worker
     scrapes: dict[str, list[dict[tuple[str, frozenset[tuple[str, str]]], float]]] = {}
     try:
         made = list(temp.glob("issuer-metrics-*"))
@@ -81,6 +82,14 @@ def test_workers_log_json_and_answer_for_the_whole_server(
             if len(logins) == 2 and min(logins.values()) >= LOGINS_PER_WORKER:
                 break
         assert len(logins) == 2, logins
+        for _ in range(300):  # answered by each worker's protocol at once (issuer.http.limits)
+            with httpx.Client() as http:
+                response = http.get(server.url + "/.well-known/jwks.json")
+            assert response.status_code == 200, response.text
+            keysets[worker(response)] += 1
+            if len(keysets) == 2 and min(keysets.values()) >= LOGINS_PER_WORKER:
+                break
+        assert len(keysets) == 2, keysets
         assert {path.name.split("_")[0] for path in directory.iterdir()} >= {"counter", "histogram"}
         for _ in range(300):
             with httpx.Client() as http:
@@ -106,6 +115,8 @@ def test_workers_log_json_and_answer_for_the_whole_server(
                 ]
                 == issued
             )
+            jwks = frozenset({("endpoint", "/.well-known/jwks.json"), ("status", "200")})
+            assert found[("issuer_http_responses_total", jwks)] == sum(keysets.values())
             # a component's own tally (the password hasher's), carried into the counter
             assert found[("issuer_password_verifications_total", frozenset())] == issued
             # read from the database by the answering worker, not summed
@@ -122,7 +133,7 @@ def test_workers_log_json_and_answer_for_the_whole_server(
     assert len(started) == 2
     access = [entry for entry in entries if entry["logger"] == "issuer.access"]
     assert all(entry["request_id"] for entry in access)
-    assert {entry["path"] for entry in access} >= {"/metrics", "/token"}
+    assert {entry["path"] for entry in access} >= {"/metrics", "/token", "/.well-known/jwks.json"}
 
 
 def test_an_operators_metrics_directory_must_exist(sqlite_url: str, tmp_path: Path, key_env) -> None:

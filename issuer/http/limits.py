@@ -239,8 +239,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused
         self._in_head = False
         self._body_fed = self._body_bytes = 0
-        if self._now_paths and self._at_once():
-            return
+        if (self.url, self.parser.get_method()) in self._now_paths and self._at_once():
+            return  # answered (one set lookup for every other request)
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
@@ -273,16 +273,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Answer the request whose head just ended here, without the app's task and before
         uvicorn builds its request cycle, when the app has the answer at once
         (:meth:`issuer.http.direct.IssuerApp.answer_now`) and it can be written whole now: a
-        ``GET`` of one of the app's paths for that, as sent (no query, no escapes), without a body,
-        with no response in flight before it on the connection and writes not paused. The bytes
+        ``GET`` of one of the app's paths for that, as sent (no query, no escapes; the caller
+        looked it up), without a body, with no response in flight before it on the connection and
+        writes not paused. The bytes
         are those uvicorn's ``send`` writes for the same answer: its default headers (``date``)
         first, the answer's headers as given, ``connection: close`` when the connection does not
         stay open (HTTP/1.0, ``Connection: close``); then the body."""
         parser = self.parser
         cycle = self.cycle
         if (
-            (self.url, parser.get_method()) not in self._now_paths
-            or (cycle is not None and not cycle.response_complete)
+            (cycle is not None and not cycle.response_complete)
             or self.flow.write_paused
             or parser.should_upgrade()
             or _has_body(self.headers)

@@ -25,6 +25,12 @@ can tell apart (``tests/http/test_direct.py`` compares both on every kind of ans
 
 A client that disconnects before its body is complete gets no answer (it cannot read one); it is
 counted as a 500, as before, without the traceback Litestar logged for it.
+
+Under ``issuer serve`` the paths of :data:`NOW` (the JWKS) are answered one step earlier still:
+the HTTP protocol (:mod:`issuer.http.limits`) asks :meth:`IssuerApp.answer_now` from its parser
+callback and writes the answer itself, without a request cycle or a task; the direct route stays
+for what the protocol leaves to the app and for any other ASGI server
+(``tests/http/test_answer_now.py`` holds both to the routed app's bytes).
 """
 
 from __future__ import annotations
@@ -257,7 +263,6 @@ class IssuerApp(Litestar):
         route = self._now.get((scope["path"], scope["method"]))
         if route is None:
             return None
-        scope["app"] = scope["litestar_app"] = self  # as Litestar sets them
         runtime: Runtime = self.state["runtime"]
         exchange = Exchange(scope, runtime.metrics)
         try:

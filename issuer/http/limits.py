@@ -272,13 +272,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _at_once(self) -> bool:
         """Answer the request whose head just ended here, without the app's task and before
         uvicorn builds its request cycle, when the app has the answer at once
-        (:meth:`issuer.http.direct.IssuerApp.answer_now`) and it can be written whole now: a
-        ``GET`` of one of the app's paths for that, as sent (no query, no escapes; the caller
+        (:meth:`issuer.http.direct.IssuerApp.answer_now`) and it can be written whole now: one
+        of the app's (path, method) for that, the path as sent (no query, no escapes; the caller
         looked it up), without a body, with no response in flight before it on the connection and
-        writes not paused. The bytes
-        are those uvicorn's ``send`` writes for the same answer: its default headers (``date``)
-        first, the answer's headers as given, ``connection: close`` when the connection does not
-        stay open (HTTP/1.0, ``Connection: close``); then the body."""
+        writes not paused. The bytes are those uvicorn's ``send`` writes for the same answer: its
+        default headers (``date``) first, the answer's headers as given, ``connection: close``
+        when the connection does not stay open (HTTP/1.0, ``Connection: close``); then the body."""
         parser = self.parser
         cycle = self.cycle
         if (
@@ -289,7 +288,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ):
             return False
         scope = self.scope
-        scope["method"] = "GET"
+        scope["method"] = parser.get_method().decode("ascii")  # what the caller looked up
         scope["path"] = self.url.decode("ascii")
         answer = self._answer_now(scope)  # type: ignore[misc, arg-type]
         if answer is None:

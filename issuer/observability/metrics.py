@@ -2,7 +2,7 @@
 
 Built on ``prometheus_client``'s own types: every counter is a :class:`~prometheus_client.Counter`
 and the request latency a :class:`~prometheus_client.Histogram` (in one process, the edge's three
-families are plain numbers rendered as those types render them: :class:`_HttpFigures`), owned by
+families are plain numbers rendered as those types render them: :class:`_HttpTallies`), owned by
 one :class:`Metrics` per runtime and rendered from that runtime's own
 :class:`~prometheus_client.CollectorRegistry`
 (never the global default one), so tests and several runtimes in one process do not collide.
@@ -33,17 +33,17 @@ builds one per worker), and a CLI command run with the operator's ``PROMETHEUS_M
 its environment leaves files of zeros there (the sums do not change).
 
 **What the request path pays**: the observing edge (:mod:`issuer.http.observe`) records each
-response in :class:`_HttpFigures` before the last byte of the response is handed to the server,
-so a client that got its answer finds it counted whichever worker it scrapes next. In one process
+response before the last byte of the response is handed to the server, so a client that got its
+answer finds it counted whichever worker it scrapes next. In one process (:class:`_HttpTallies`)
 that is a bisection and three dictionary updates, rendered as the ``Histogram`` and ``Counter``
-families at scrape time; with several workers, cached label children of the instruments
-(``prometheus_client``'s lock around each value and its file). Several components keep plain integer
-tallies of their own (the grants' refresh outcomes, the denylist's additions and Redis errors,
-the database's outages, the rate limits' refusals and Redis errors, the password hasher's
-verifications and sheds, revocation's unknown ``kid``\\ s); :meth:`Metrics.carry` adds what
-changed since the last time to the counters. It runs at every scrape, and, with several workers,
-also with every response and once a second (for what background tasks count), so that the other
-workers' files are current.
+families at scrape time; with several workers (:class:`_HttpInstruments`), cached label children
+of the instruments (``prometheus_client``'s lock around each value and its file). Several
+components keep plain integer tallies of their own (the grants' refresh outcomes, the denylist's
+additions and Redis errors, the database's outages, the rate limits' refusals and Redis errors,
+the password hasher's verifications and sheds, revocation's unknown ``kid``\\ s);
+:meth:`Metrics.carry` adds what changed since the last time to the counters. It runs at every
+scrape, and, with several workers, also with every response and once a second (for what
+background tasks count), so that the other workers' files are current.
 
 **Gauges read from the database** (denylist size, signing keys per state and their ages) are not
 instruments: a custom collector on the scraping worker (:class:`_DatabaseGauges`) reads them at
@@ -148,7 +148,7 @@ class _Family(NamedTuple):
     labels: list[str]
 
 
-# The edge's three families (_HttpFigures)
+# The edge's three families (_HttpTallies, _HttpInstruments)
 _LATENCY = _Family(
     "issuer_http_request_duration_seconds",
     "Request latency by endpoint and grant type.",
@@ -228,9 +228,12 @@ class Metrics:
             return Counter(name, documentation, labels, registry=home)
 
         # The edge's three families (latency, responses, tokens issued): plain numbers in one
-        # process, prometheus_client's instruments (files) with several workers (_HttpFigures).
-        self.http = _HttpFigures(home, self.multiprocess)
-        if not self.multiprocess:
+        # process, prometheus_client's instruments (files) with several workers.
+        self.http: _HttpTallies | _HttpInstruments
+        if self.multiprocess:
+            self.http = _HttpInstruments()
+        else:
+            self.http = _HttpTallies()
             self.registry.register(self.http)
         self.introspections = counter(
             "issuer_introspections",
@@ -368,43 +371,25 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _HttpFigures(Collector):
+class _HttpTallies(Collector):
     """``issuer_http_request_duration_seconds``, ``issuer_http_responses_total`` and
-    ``issuer_tokens_issued_total``, recorded by :meth:`observe` for every response.
+    ``issuer_tokens_issued_total`` in one process, recorded by :meth:`observe` for every response.
 
-    In one process they are plain numbers: per (endpoint, grant) a count per bucket and the sum
-    of the latencies, per (endpoint, status) and per grant a count; :meth:`collect` turns them
-    into the families at scrape time, exactly as ``prometheus_client``'s ``Histogram`` and
-    ``Counter`` would render them (same names, help, bucket bounds, order of series, float
-    values). The request path then costs a bisection and three dictionary updates, where the
-    instruments took a lock per value and a Python loop over the buckets (about 17,000
-    instructions of each request, ``bench/README.md``). The event loop is the only writer.
-
-    With several workers the figures must reach the other workers' scrapes, so they go to the
-    instruments, whose values ``prometheus_client`` keeps in the shared files.
+    Plain numbers: per (endpoint, grant) a count per bucket and the sum of the latencies, per
+    (endpoint, status) and per grant a count; :meth:`collect` turns them into the families at
+    scrape time, exactly as ``prometheus_client``'s ``Histogram`` and ``Counter`` would render
+    them (same names, help, bucket bounds, order of series, float values). The request path then
+    costs a bisection and three dictionary updates, where the instruments took a lock per value
+    and a Python loop over the buckets (about 17,000 instructions of each request,
+    ``bench/README.md``). The event loop is the only writer.
     """
 
-    def __init__(self, home: CollectorRegistry | None, multiprocess: bool) -> None:
-        self.multiprocess = multiprocess
+    def __init__(self) -> None:
         self.latency: dict[tuple[str, str], list[float]] = {}  # counts per bucket (+Inf last), then the sum
         self.responses: dict[tuple[str, int], int] = {}
         self.issued: dict[str, int] = {}
-        if multiprocess:
-            self._instruments = (
-                Histogram(*_LATENCY, buckets=BUCKETS, registry=home),
-                Counter(*_RESPONSES, registry=home),
-                Counter(*_ISSUED, registry=home),
-            )
-            self._children: dict[object, Any] = {}  # label children, made once per series
 
     def observe(self, endpoint: str, grant: str, status: int, seconds: float) -> None:
-        issued = status == 200 and grant and endpoint == "/token"
-        if self.multiprocess:
-            self._child(0, endpoint, grant).observe(seconds)
-            self._child(1, endpoint, str(status)).inc()
-            if issued:
-                self._child(2, grant).inc()
-            return
         latency = self.latency.get((endpoint, grant))
         if latency is None:
             latency = self.latency[(endpoint, grant)] = [0.0] * (len(BUCKETS) + 2)
@@ -412,15 +397,8 @@ class _HttpFigures(Collector):
         latency[-1] += seconds
         key = (endpoint, status)
         self.responses[key] = self.responses.get(key, 0) + 1
-        if issued:
+        if status == 200 and grant and endpoint == "/token":
             self.issued[grant] = self.issued.get(grant, 0) + 1
-
-    def _child(self, which: int, *labels: str) -> Any:
-        key = (which, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._instruments[which].labels(*labels)
-        return child
 
     def collect(self) -> Iterator[Metric]:
         bounds = [floatToGoString(bound) for bound in (*BUCKETS, INF)]  # type: ignore[no-untyped-call]
@@ -437,6 +415,32 @@ class _HttpFigures(Collector):
         for grant, count in self.issued.items():
             issued.add_metric([grant], float(count))
         yield issued
+
+
+class _HttpInstruments:
+    """The same three families with several workers: ``prometheus_client``'s instruments, whose
+    values the library keeps in the shared files, so that every worker's scrape sums them."""
+
+    def __init__(self) -> None:
+        self._instruments = (
+            Histogram(*_LATENCY, buckets=BUCKETS, registry=None),
+            Counter(*_RESPONSES, registry=None),
+            Counter(*_ISSUED, registry=None),
+        )
+        self._children: dict[tuple[object, ...], Any] = {}  # label children, made once per series
+
+    def observe(self, endpoint: str, grant: str, status: int, seconds: float) -> None:
+        self._child(0, endpoint, grant).observe(seconds)
+        self._child(1, endpoint, str(status)).inc()
+        if status == 200 and grant and endpoint == "/token":
+            self._child(2, grant).inc()
+
+    def _child(self, which: int, *labels: str) -> Any:
+        key = (which, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._instruments[which].labels(*labels)
+        return child
 
 
 class _DatabaseGauges(Collector):

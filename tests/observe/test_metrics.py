@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from issuer.observability.metrics import BUCKETS, _HttpFigures
+from issuer.observability.metrics import BUCKETS, _HttpTallies
 from issuer.runtime import Runtime
 from issuer.store.refresh import Outcome
 from tests import support
@@ -385,10 +385,10 @@ async def test_two_runtimes_in_one_process_keep_their_own_counters(
 
 def test_edge_figures_render_exactly_as_prometheus_instruments() -> None:
     """In one process the edge's latency, responses and tokens-issued figures are plain numbers
-    (``_HttpFigures``); scraped, they must read exactly as ``prometheus_client``'s ``Histogram`` and
+    (``_HttpTallies``); scraped, they must read exactly as ``prometheus_client``'s ``Histogram`` and
     ``Counter`` fed the same responses: names, help, buckets (latencies on and between the bounds,
     beyond the last), series order, values and sums."""
-    figures = _HttpFigures(None, multiprocess=False)
+    figures = _HttpTallies()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(figures)
     reference = CollectorRegistry(auto_describe=False)

@@ -25,6 +25,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -131,6 +132,9 @@ def unseal(kek: bytes, sealed: bytes, kid: str, alg: str) -> PrivateKey:
     return key
 
 
+_encode_claims = msgspec.json.Encoder().encode
+
+
 @dataclass(frozen=True, slots=True)
 class NewKey:
     kid: str
@@ -183,16 +187,19 @@ class Signer:
         return base64url_encode(header.encode()) + b"."
 
     def sign(self, claims: dict[str, Any], *, id_token: bool = False) -> str:
-        """A compact JWS (RFC 7515 7.1), byte for byte what ``jwt.encode`` produces; ``typ`` is
-        ``at+jwt`` (an access token) or, with ``id_token``, ``JWT``, so that neither can pass
-        for the other.
+        """A compact JWS (RFC 7515 7.1) as ``jwt.encode`` makes it; ``typ`` is ``at+jwt`` (an
+        access token) or, with ``id_token``, ``JWT``, so that neither can pass for the other.
 
         The signature is PyJWT's algorithm object over cryptography (for ES256 the DER signature
         converted to the raw ``r || s`` that RFC 7518 3.4 requires); skipping jwt.encode's
-        per-call header and key handling saves about 60 us a token.
+        per-call header and key handling saves about 60 us a token. The claims are encoded by
+        msgspec, compact and in the dictionary's order, about 4 us sooner than ``json.dumps``
+        (what jwt.encode signs) and the same bytes, but that DEL and non-ASCII characters are
+        written as themselves, in UTF-8, where json.dumps writes ``\\u`` escapes (both are JSON,
+        RFC 8259 7 and 8.1; a JWT's JSON is UTF-8, RFC 7519 7.1).
         """
         header = self._id_header if id_token else self._header
-        signing_input = header + base64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = header + base64url_encode(_encode_claims(claims))
         signature = self._algorithm.sign(signing_input, self._key)
         return (signing_input + b"." + base64url_encode(signature)).decode("ascii")
 

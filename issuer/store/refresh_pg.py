@@ -17,6 +17,13 @@ rules of the transactional statement are those of the generic path, statement fo
   the token is not spent;
 * the successor is inserted with its predecessor's scope; the caller then applies ``narrow`` and
   either rolls everything back (it raised) or rewrites the successor's scope when it shrank.
+
+Every row is reached by its key from a value already found: the family by ``id = (SELECT
+family_id ...)`` (an InitPlan), the user and the client by correlated subqueries on their primary
+keys, not by joins. PostgreSQL settles on one generic plan per prepared statement, and on tables
+without statistics (a new database, autovacuum not yet run or off) the joins let it choose a plan
+that read every family for each rotation; these shapes leave it only the indexes
+(``tests/store/test_pg_plans.py``; docs/operations.md, "PostgreSQL's statistics").
 """
 
 from __future__ import annotations
@@ -52,10 +59,9 @@ WITH consumed AS (
     RETURNING family_id, scope
 ), family AS (
     UPDATE refresh_families AS f SET last_used_at = $1::bigint
-    FROM consumed
-    WHERE f.id = consumed.family_id AND f.revoked_at IS NULL AND f.expires_at > $1::bigint
-      AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = f.subject AND u.disabled_at IS NOT NULL)
-      AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.client_id = f.client_id AND c.disabled_at IS NOT NULL)
+    WHERE f.id = (SELECT family_id FROM consumed) AND f.revoked_at IS NULL AND f.expires_at > $1::bigint
+      AND (SELECT u.disabled_at FROM users u WHERE u.id = f.subject) IS NULL
+      AND (SELECT c.disabled_at FROM clients c WHERE c.client_id = f.client_id) IS NULL
     RETURNING f.subject, f.expires_at, f.created_at
 ), successor AS (
     INSERT INTO refresh_tokens (digest, family_id, client_id, scope, issued_at, expires_at)
@@ -96,10 +102,9 @@ WITH presented AS (
       AND ($7::text[] IS NULL OR ($7::text[] <@ string_to_array(t.scope, ' ') AND $7::text[] <@ $8::text[]))
 ), family AS (
     UPDATE refresh_families AS f SET last_used_at = $1::bigint
-    FROM presented
-    WHERE f.id = presented.family_id AND f.revoked_at IS NULL AND f.expires_at > $1::bigint
-      AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = f.subject AND u.disabled_at IS NOT NULL)
-      AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.client_id = f.client_id AND c.disabled_at IS NOT NULL)
+    WHERE f.id = (SELECT family_id FROM presented) AND f.revoked_at IS NULL AND f.expires_at > $1::bigint
+      AND (SELECT u.disabled_at FROM users u WHERE u.id = f.subject) IS NULL
+      AND (SELECT c.disabled_at FROM clients c WHERE c.client_id = f.client_id) IS NULL
     RETURNING f.id, f.subject, f.expires_at, f.created_at
 ), consumed AS (
     UPDATE refresh_tokens AS t SET used_at = $1::bigint, used_from = $2::varchar

@@ -42,6 +42,12 @@ the families, a later statement, then finds the new family and revokes it. Witho
 exchange could read the session live just before a logout and commit just after the logout read
 the families: a login left alive in a session that was logged out.
 
+Each row is reached by its key (the code by its digest, its session by ``id = (SELECT session_id
+...)``, the user by a correlated subquery on its primary key, the spent code by ``digest =
+(SELECT digest FROM bound)``), so that the plan PostgreSQL settles on for the prepared statement
+reads indexes even on tables without statistics; the join to the session stays, for its
+``FOR SHARE`` lock (as in :mod:`issuer.store.refresh_pg`; ``tests/store/test_pg_plans.py``).
+
 A comparison of the challenge in SQL is not constant-time; what it could leak is how much of a
 stored challenge a chosen verifier's SHA-256 matches, which gives no way to a preimage.
 """
@@ -63,13 +69,13 @@ WITH bound AS (
     SELECT a.digest FROM authorization_codes AS a JOIN browser_sessions AS s ON s.id = a.session_id
     WHERE a.digest = $2::bytea AND a.used_at IS NULL AND a.expires_at > $1::bigint
       AND a.client_id = $3::varchar AND a.redirect_uri = $4::text AND a.code_challenge = $5::varchar
+      AND s.id = (SELECT c.session_id FROM authorization_codes AS c WHERE c.digest = $2::bytea)
       AND s.ended_at IS NULL AND s.idle_expires_at > $1::bigint AND s.expires_at > $1::bigint
-      AND EXISTS (SELECT 1 FROM users AS u WHERE u.id = a.subject AND u.disabled_at IS NULL)
+      AND (SELECT u.id FROM users AS u WHERE u.id = a.subject AND u.disabled_at IS NULL) IS NOT NULL
     FOR SHARE OF s
 ), spent AS (
     UPDATE authorization_codes AS a SET used_at = $1::bigint, family_id = $6::varchar
-    FROM bound
-    WHERE a.digest = bound.digest AND a.used_at IS NULL AND a.expires_at > $1::bigint
+    WHERE a.digest = (SELECT digest FROM bound) AND a.used_at IS NULL AND a.expires_at > $1::bigint
     RETURNING a.digest, a.client_id, a.redirect_uri, a.code_challenge, a.scope, a.nonce,
               a.session_id, a.subject, a.auth_time, a.created_at, a.expires_at, a.used_at, a.family_id
 ), family AS (

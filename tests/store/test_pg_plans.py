@@ -52,7 +52,7 @@ def test_every_row_is_reached_by_an_index_on_tables_without_statistics(
 ) -> None:
     sql, types, args = STATEMENTS[name]
     conn.execute(f"SET plan_cache_mode = {mode}")
-    conn.execute(f"PREPARE hot ({types}) AS {sql}")  # type: ignore[arg-type]
-    plan = [row[0] for row in conn.execute(f"EXPLAIN EXECUTE hot ({args})")]  # type: ignore[arg-type]
+    conn.execute(f"PREPARE hot ({types}) AS {sql}")
+    plan = [row[0] for row in conn.execute(f"EXPLAIN EXECUTE hot ({args})")]
     assert any("Index Scan using" in line for line in plan), plan  # the plan was read
     assert not [line for line in plan if "Seq Scan" in line], "\n".join(plan)

@@ -28,6 +28,11 @@ answer, then FIN), and what the client still sends is discarded, up to :data:`LI
 The hot path (a whole request in one read) arms no timer: a phase's timer is armed only once it
 spans more than one read. The body size stays Litestar's (``ISSUER_MAX_BODY_BYTES``, 413).
 
+**One write per answer** (issue 12): every write of a connection goes through
+:class:`OneWrite`, which sends what was written in one step of the event loop in one write
+(uvicorn's ``send`` writes a response's head and its body apart: two system calls and two TCP
+segments per answer, one of them saved here).
+
 **Answers given at once** (issue 12): a request the app can answer without waiting
 (:meth:`issuer.http.direct.IssuerApp.answer_now`: ``GET /.well-known/jwks.json``) is answered
 from the parser's head callback, before uvicorn builds a request cycle and without the app's task,
@@ -55,7 +60,14 @@ if TYPE_CHECKING:
 
     from issuer.http.direct import Answer
 
-__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "ConnectionLimits", "LimitedHttpToolsProtocol"]
+__all__ = [
+    "COALESCE_BYTES",
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "ConnectionLimits",
+    "LimitedHttpToolsProtocol",
+    "OneWrite",
+]
 
 LINGER_BYTES = 256 * 1024  # what is still read (and dropped) after a refusal, before the socket is reset
 LINGER_SECONDS = 2.0
@@ -114,6 +126,57 @@ def _answerer(app: Any) -> tuple[Callable[[Scope], Answer | None] | None, frozen
     return answer_now, frozenset((path.encode("ascii"), method.encode("ascii")) for path, method in paths)
 
 
+#: What a connection may hold back for one write before it writes at once (a streamed answer
+#: written in one step of the loop goes out in pieces of this size, under uvicorn's flow control).
+COALESCE_BYTES = 64 * 1024
+
+
+class OneWrite:
+    """A connection's transport whose writes made in one step of the event loop leave in one
+    write: a response's head and body, written apart by uvicorn's ``send``, become one system
+    call and one TCP segment. The bytes are held until the response is complete (the protocol's
+    ``on_response_complete`` flushes), the loop's next turn, :data:`COALESCE_BYTES` held, or a
+    close or half-close, whichever comes first, so their order and content are those written;
+    everything but writing is the transport's own."""
+
+    __slots__ = ("_held", "_loop", "_size", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._held is None:
+            self._held = [data]
+            self._size = len(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._held.append(data)
+            self._size += len(data)
+        if self._size >= COALESCE_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held and not self.transport.is_closing():
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, abort, pause_reading, get_extra_info, ...
+        return getattr(self.transport, name)
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the status is on the protocol."""
 
@@ -156,6 +219,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Every write of the connection (uvicorn's cycles, refusals, answers at once) through one
+        # OneWrite, so that what is held back never goes out after a later write.
+        self.transport = OneWrite(transport, self.loop)  # type: ignore[assignment]
         limits = self._limits
         if len(self.connections) > limits.max_connections:
             self.logger.warning("Connection refused: ISSUER_MAX_CONNECTIONS=%d.", limits.max_connections)
@@ -261,6 +327,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Answered before its body was read (413, ...): do not read the rest, end the connection.
         # (With requests queued behind it, the body being read is a later request's.)
         answered_early = not self._in_head and not self.pipeline
+        self.transport.flush()  # type: ignore[attr-defined]  # the answer is whole: it leaves now
         HttpToolsProtocol.on_response_complete(self)
         if answered_early and not self.transport.is_closing():
             self._unset_keepalive_if_required()

@@ -173,7 +173,10 @@ class OneWrite:
         self.flush()
         self.transport.close()
 
-    def __getattr__(self, name: str) -> Any:  # is_closing, abort, pause_reading, get_extra_info, ...
+    def is_closing(self) -> bool:  # asked on every read: not through __getattr__
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # abort, can_write_eof, get_extra_info, ...
         return getattr(self.transport, name)
 
 

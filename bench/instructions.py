@@ -2,6 +2,7 @@
 ``client_credentials`` and JWKS answers next to the floor programs' (``bench/floor_app.py``).
 
     .venv/bin/python bench/instructions.py [--requests 1000] [--warmup 300] [--only jwks,cc]
+        [--servers issuer,floor]
 
 Wall-clock and CPU-second figures on a shared virtual machine drift by tens of percent between
 runs (steal time, other guests); an instruction count does not: the same program, input and
@@ -142,6 +143,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--only", default="jwks,cc", help="jwks, cc or both (comma-separated)")
+    parser.add_argument(
+        "--servers", default="issuer,floor", help="issuer, floor or both (comma-separated); the ratio needs both"
+    )
     args = parser.parse_args()
     scenarios = [s for s in args.only.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="issuer-instr.") as tmp:
@@ -193,14 +197,18 @@ def main() -> None:
             ),
         }
         counts: dict[tuple[str, str], float] = {}
+        wanted = [s for s in args.servers.split(",") if s]
         for scenario in scenarios:
-            for server, (argv, requests) in servers.items():
+            for server in wanted:
+                argv, requests = servers[server]
                 total = _measure(f"{server}-{scenario}", argv, env, port, requests[scenario], args, work)
                 counts[(server, scenario)] = total / args.requests
                 print(
                     f"{server} {scenario}: {total / args.requests:,.0f} instructions per request",
                     file=sys.stderr,
                 )
+        if len(wanted) < 2:
+            return
         print(f"\n{args.requests} sequential requests after {args.warmup} (callgrind, user space)\n")
         print("| scenario | issuer instructions / request | floor instructions / request | issuer / floor |")
         print("|---|---|---|---|")

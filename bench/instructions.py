@@ -144,9 +144,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--only", default="jwks,cc", help="jwks, cc or both (comma-separated)")
     parser.add_argument(
-        "--servers", default="issuer,floor", help="issuer, floor or both (comma-separated); the ratio needs both"
+        "--servers",
+        default="issuer,floor",
+        help="issuer, floor or both (comma-separated); the ratio needs both",
     )
     args = parser.parse_args()
+    wanted = [s for s in args.servers.split(",") if s]
+    if not wanted or set(wanted) - {"issuer", "floor"}:
+        parser.error(f"--servers: issuer, floor or both, not {args.servers!r}")
     scenarios = [s for s in args.only.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="issuer-instr.") as tmp:
         work = Path(tmp)
@@ -197,7 +202,6 @@ def main() -> None:
             ),
         }
         counts: dict[tuple[str, str], float] = {}
-        wanted = [s for s in args.servers.split(",") if s]
         for scenario in scenarios:
             for server in wanted:
                 argv, requests = servers[server]

@@ -175,7 +175,7 @@ class Invalidations:
             finally:
                 self._down()
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
                 with contextlib.suppress(Exception):
                     await client.aclose()
             await asyncio.sleep(delay)

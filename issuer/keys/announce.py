@@ -77,7 +77,7 @@ async def watch(settings: Settings, keyring: KeyRing) -> None:
             log.exception("key ring reload failed")
         finally:
             with _suppress():
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
             with _suppress():
                 await client.aclose()
         await asyncio.sleep(delay)

@@ -249,7 +249,7 @@ class RedisDenylist(_ThreadedFeed):
                 socket_timeout=max(self.max_staleness or 5.0, 1.0),
                 client_name=self.client_name,
             )
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
             try:
                 pubsub.subscribe(self.channel)
                 last_ping = self._clock()

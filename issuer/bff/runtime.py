@@ -83,8 +83,8 @@ class BffRuntime:
         if settings.database_url.startswith("sqlite:///"):
             self.store = MemoryCached(durable)  # one process on its file: the cache sees every write
         if settings.redis_url:
+            from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.retry import Retry
 
             from issuer import redis_conn
 

@@ -25,8 +25,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from msgspec import structs
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import select
 
 from issuer.bff.invalidation import Invalidations
